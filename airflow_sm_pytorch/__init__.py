@@ -1,0 +1,61 @@
+"""Train, fine-tune and deploy PyTorch models on Amazon SageMaker from Airflow.
+
+Public names are imported lazily (on first attribute access) so that ``import airflow_sm_pytorch`` and
+Airflow's provider discovery stay cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "PyTorchTrainOperator": "airflow_sm_pytorch.operators.train",
+    "SageMakerPyTorchHook": "airflow_sm_pytorch.hooks.sagemaker_pytorch",
+    "TrainingSpec": "airflow_sm_pytorch.specs",
+    "SpecError": "airflow_sm_pytorch.exceptions",
+    "JobFailed": "airflow_sm_pytorch.exceptions",
+    "RequestRejected": "airflow_sm_pytorch.exceptions",
+    "SmPyTorchError": "airflow_sm_pytorch.exceptions",
+}
+
+__all__ = ["__version__", "get_provider_info", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'airflow_sm_pytorch' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def get_provider_info() -> dict[str, Any]:
+    """What ``airflow providers list`` shows (entry point group ``apache_airflow_provider``)."""
+    return {
+        "package-name": "airflow-sm-pytorch",
+        "name": "SageMaker PyTorch",
+        "description": "Train, fine-tune and deploy PyTorch models on Amazon SageMaker, or on a local "
+        "SageMaker-compatible runtime with no AWS account.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Amazon SageMaker PyTorch",
+                "external-doc-url": "https://docs.aws.amazon.com/sagemaker/latest/dg/pytorch.html",
+                "tags": ["aws"],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": "Amazon SageMaker PyTorch",
+                "python-modules": ["airflow_sm_pytorch.operators.train"],
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": "Amazon SageMaker PyTorch",
+                "python-modules": ["airflow_sm_pytorch.hooks.sagemaker_pytorch"],
+            }
+        ],
+    }

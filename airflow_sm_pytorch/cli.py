@@ -1,0 +1,48 @@
+"""``airflow-sm-pytorch``: review requests (``plan``) and run the local runtime (``local serve``).
+
+Each sub-command imports what it needs when it runs, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+#: The local runtime's documented default port.
+DEFAULT_LOCAL_PORT = 8787
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="airflow-sm-pytorch", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    plan = commands.add_parser("plan", help="print exactly what would be sent and uploaded; sends nothing")
+    plan_kinds = plan.add_subparsers(dest="kind", required=True)
+    train = plan_kinds.add_parser("train", help="a CreateTrainingJob request from PyTorch estimator kwargs")
+    train.add_argument("--spec", required=True, help="JSON or YAML file: estimator kwargs, inputs, job_name, "
+                       "region, default_bucket, default_bucket_prefix")
+
+    local = commands.add_parser("local", help="the local SageMaker-compatible runtime")
+    local_cmds = local.add_subparsers(dest="local_command", required=True)
+    serve = local_cmds.add_parser("serve", help="serve the SageMaker and CloudWatch Logs APIs on this machine")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=DEFAULT_LOCAL_PORT,
+                       help=f"port (default: {DEFAULT_LOCAL_PORT}; 0 picks a free one)")
+    serve.add_argument("--root", default=None, help="data directory (default: the per-user data directory)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "plan":
+        from airflow_sm_pytorch.planning import plan_main
+
+        return plan_main(args)
+    from airflow_sm_pytorch.local.server import serve_main
+
+    return serve_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
