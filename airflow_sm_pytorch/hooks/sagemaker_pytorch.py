@@ -1,0 +1,467 @@
+"""The one door to SageMaker: AWS or the local runtime, chosen by the Airflow connection alone.
+
+``SageMakerPyTorchHook`` extends the Amazon provider's ``AwsBaseHook``, so every connection feature users
+know works (``aws_conn_id``, region, role assumption, ``endpoint_url`` and per-service endpoints in the
+extra). On top it reads an ``sm_pytorch`` object from the connection's extra:
+
+``default_bucket``
+    bucket name (or ``file://`` directory) instead of the SDK's ``sagemaker-<region>-<account>``.
+``default_bucket_prefix``
+    key prefix inside the default bucket, as the SDK's ``default_bucket_prefix``.
+``local_runtime``
+    ``true`` or ``{"root": DIR, "autostart": true}``: the endpoint is our local runtime. ``file://`` URIs
+    and local paths are then allowed, the default bucket is ``file://<root>/store/sagemaker-<region>``,
+    and, when the endpoint is on loopback and nothing answers, the hook starts
+    ``airflow-sm-pytorch local serve`` in the background (``"autostart": false`` turns that off).
+
+Service errors become the exceptions in :mod:`airflow_sm_pytorch.exceptions` here and nowhere else.
+Throttling and 5xx answers are retried by botocore (standard mode, 10 attempts) and, while waiting, by
+the poll loop itself: a slow API never fails a task.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from airflow_sm_pytorch.exceptions import JobFailed, JobTimeout, RequestRejected, SpecError
+from airflow_sm_pytorch.local import config as local_config
+
+TERMINAL_STATES = frozenset({"Completed", "Failed", "Stopped"})
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+_RETRYABLE_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "RequestThrottled",
+        "SlowDown",
+        "InternalFailure",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "InternalError",
+    }
+)
+_LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+def _is_retryable(err: ClientError) -> bool:
+    code = err.response.get("Error", {}).get("Code", "")
+    status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return code in _RETRYABLE_CODES or status >= 500
+
+
+def _code(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", "Unknown"))
+
+
+def _message(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Message", err))
+
+
+class SageMakerPyTorchHook(AwsBaseHook):
+    """Build, upload, submit, wait for, tail and stop SageMaker PyTorch training jobs."""
+
+    hook_name = "Amazon SageMaker PyTorch"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["client_type"] = "sagemaker"
+        super().__init__(*args, **kwargs)
+        self._clients: dict[str, Any] = {}
+
+    # ---------------------------------------------------------------- connection settings
+    @cached_property
+    def settings(self) -> dict[str, Any]:
+        extra = self.conn_config.extra_config or {}
+        value = extra.get("sm_pytorch") or {}
+        if isinstance(value, str):
+            value = json.loads(value)
+        return dict(value)
+
+    @cached_property
+    def local_runtime(self) -> dict[str, Any] | None:
+        """The ``local_runtime`` settings, or None when the connection points at AWS (or moto)."""
+        value = self.settings.get("local_runtime")
+        if not value:
+            return None
+        out = {"autostart": True, "root": None}
+        if isinstance(value, dict):
+            out.update(value)
+        root = out["root"]
+        out["root"] = Path(root).expanduser() if root else local_config.default_root()
+        return out
+
+    @property
+    def is_local(self) -> bool:
+        return self.local_runtime is not None
+
+    @cached_property
+    def region(self) -> str:
+        region = self.region_name or self.conn_config.region_name or os.environ.get("AWS_DEFAULT_REGION")
+        if not region:
+            raise SpecError(
+                "region_name", None, "set region_name on the operator or in the AWS connection's extra"
+            )
+        return region
+
+    def client(self, service: str) -> Any:
+        """A boto3 client for ``service`` honouring the connection (per-service endpoint, role, region)."""
+        if service not in self._clients:
+            if self.is_local and service in ("sagemaker", "logs"):
+                self.ensure_local_runtime()
+            config = Config(retries={"mode": "standard", "max_attempts": 10})
+            if self.config is not None:
+                config = self.config.merge(config)
+            self._clients[service] = self.get_session(region_name=self.region).client(
+                service_name=service,
+                endpoint_url=self.conn_config.get_service_endpoint_url(service),
+                config=config,
+                verify=self.verify,
+            )
+        return self._clients[service]
+
+    def call(self, service: str, operation: str, **params: Any) -> dict[str, Any]:
+        """Call one API operation; a service error becomes :class:`RequestRejected`."""
+        method = getattr(self.client(service), _snake(operation))
+        try:
+            return method(**params)
+        except ClientError as err:
+            raise RequestRejected(operation, _code(err), _message(err)) from err
+
+    # ---------------------------------------------------------------- session: region + default bucket
+    @cached_property
+    def session(self) -> Any:
+        from airflow_sm_pytorch.builders.training import Session
+
+        return Session(
+            region=self.region,
+            default_bucket=self.default_bucket,
+            default_bucket_prefix=self.settings.get("default_bucket_prefix"),
+            local=self.is_local,
+        )
+
+    @cached_property
+    def default_bucket(self) -> str:
+        """The SDK's default bucket, created when missing (as ``Session.default_bucket()`` does)."""
+        bucket = self.settings.get("default_bucket")
+        if not bucket and self.local_runtime is not None:
+            bucket = local_config.default_bucket_uri(self.local_runtime["root"], self.region)
+        if not bucket:
+            bucket = f"sagemaker-{self.region}-{self.account_id}"
+        if bucket.startswith("file://"):
+            Path(urllib.parse.urlparse(bucket).path).mkdir(parents=True, exist_ok=True)
+            return bucket
+        bucket = bucket.removeprefix("s3://").rstrip("/")
+        self._ensure_bucket(bucket)
+        return bucket
+
+    def _ensure_bucket(self, bucket: str) -> None:
+        s3 = self.client("s3")
+        try:
+            s3.head_bucket(Bucket=bucket)
+            return
+        except ClientError as err:
+            if _code(err) not in ("404", "NoSuchBucket", "NotFound"):
+                raise RequestRejected("HeadBucket", _code(err), _message(err)) from err
+        params: dict[str, Any] = {"Bucket": bucket}
+        if self.region != "us-east-1":
+            params["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+        try:
+            s3.create_bucket(**params)
+        except ClientError as err:
+            if _code(err) not in ("BucketAlreadyOwnedByYou", "OperationAborted"):
+                raise RequestRejected("CreateBucket", _code(err), _message(err)) from err
+
+    @cached_property
+    def storage(self) -> Any:
+        from airflow_sm_pytorch.storage import Storage
+
+        return Storage(s3_client=lambda: self.client("s3"))
+
+    # ---------------------------------------------------------------- build, upload, submit
+    def plan_training(self, spec: Any, *, job_name: str) -> Any:
+        """The exact request and uploads for ``spec`` (pure; nothing is sent)."""
+        from airflow_sm_pytorch.builders.training import build_training_plan
+
+        return build_training_plan(spec, self.session, job_name=job_name)
+
+    def upload_plan(self, plan: Any) -> list[str]:
+        """Upload the plan's archives; an object with the same content already there is kept as is."""
+        from airflow_sm_pytorch.packaging import sourcedir_bytes
+
+        uploaded = []
+        for upload in plan.uploads:
+            data, digest = sourcedir_bytes(upload.files)
+            if self.storage.sha256(upload.uri) == digest:
+                self.log.info("Code archive %s is up to date (sha256 %s); not uploading", upload.uri, digest)
+                continue
+            self.log.info("Uploading %s (%d bytes, sha256 %s)", upload.uri, len(data), digest)
+            extra = None if upload.uri.startswith("file://") else upload.extra_args
+            self.storage.upload_bytes(data, upload.uri, extra_args=extra)
+            uploaded.append(upload.uri)
+        return uploaded
+
+    def submit_training(self, plan: Any) -> tuple[dict[str, Any], bool]:
+        """Describe, then create only when the job does not exist: ``(description, created)``.
+
+        A retried or cleared task therefore re-attaches to its job instead of starting a second one.
+        """
+        name = plan.request["TrainingJobName"]
+        existing = self.find_training_job(name)
+        if existing is not None:
+            self.log.info("Training job %s already exists (%s); attaching to it", name,
+                          existing["TrainingJobStatus"])
+            return existing, False
+        self.upload_plan(plan)
+        try:
+            self.client("sagemaker").create_training_job(**plan.request)
+        except ClientError as err:
+            message = _message(err)
+            if _code(err) == "ResourceInUse" or "already exists" in message:
+                self.log.info("Training job %s was created concurrently; attaching to it", name)
+                return self.describe_training_job(name), False
+            raise RequestRejected("CreateTrainingJob", _code(err), message) from err
+        return self.describe_training_job(name), True
+
+    def find_training_job(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.describe_training_job(name)
+        except RequestRejected as err:
+            if err.code in ("ValidationException", "ResourceNotFound") and "not found" in err.message.lower():
+                return None
+            raise
+
+    def describe_training_job(self, name: str) -> dict[str, Any]:
+        return self.call("sagemaker", "DescribeTrainingJob", TrainingJobName=name)
+
+    def stop_training_job(self, name: str) -> bool:
+        """Ask the job to stop; False when it had already ended (not an error)."""
+        try:
+            self.call("sagemaker", "StopTrainingJob", TrainingJobName=name)
+        except RequestRejected as err:
+            if err.code == "ValidationException":
+                self.log.info("Training job %s was not running: %s", name, err.message)
+                return False
+            raise
+        self.log.info("Asked training job %s to stop", name)
+        return True
+
+    # ---------------------------------------------------------------- wait + logs
+    def wait_for_training_job(
+        self,
+        name: str,
+        *,
+        logs: bool = True,
+        poll_interval: float = 5.0,
+        timeout: float | None = None,
+        log_sink: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll until the job ends, streaming its CloudWatch logs; raise :class:`JobFailed` unless Completed."""
+        sink = log_sink or self.log.info
+        tailer = LogTailer(self, name) if logs else None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        backoff = poll_interval
+        last_secondary = None
+        while True:
+            try:
+                desc = self.describe_training_job(name)
+                backoff = poll_interval
+            except RequestRejected as err:
+                cause = err.__cause__
+                if not (isinstance(cause, ClientError) and _is_retryable(cause)):
+                    raise
+                backoff = min(backoff * 2, 60.0)
+                self.log.warning("DescribeTrainingJob was throttled or failed (%s); retrying in %.0fs",
+                                 err.code, backoff)
+                time.sleep(backoff)
+                continue
+            if tailer is not None:
+                for line in tailer.poll():
+                    sink(line)
+            secondary = desc.get("SecondaryStatus")
+            if secondary != last_secondary:
+                self.log.info("Training job %s: %s / %s", name, desc["TrainingJobStatus"], secondary)
+                last_secondary = secondary
+            if desc["TrainingJobStatus"] in TERMINAL_STATES:
+                if tailer is not None:
+                    for line in tailer.drain():
+                        sink(line)
+                check_training_outcome(desc)
+                return desc
+            if deadline is not None and time.monotonic() > deadline:
+                raise JobTimeout(f"Training job {name} did not finish within {timeout:.0f}s; it is still "
+                                 f"{desc['TrainingJobStatus']} ({secondary})")
+            time.sleep(poll_interval)
+
+    # ---------------------------------------------------------------- data staging
+    def upload_data(self, path: str | os.PathLike[str], *, key_prefix: str = "data",
+                    bucket: str | None = None) -> str:
+        """Upload a file or directory like the SDK's ``Session.upload_data``; return its URI.
+
+        A directory gives ``<bucket>/<key_prefix>`` (its files keep their relative paths), a file gives
+        ``<bucket>/<key_prefix>/<file name>``. ``bucket`` defaults to the default bucket (a ``file://``
+        store on the local runtime), so the same DAG code stages data on both backends.
+        """
+        base = _bucket_uri(bucket or self.default_bucket)
+        prefix = "/".join(p for p in (self.settings.get("default_bucket_prefix") if bucket is None else None,
+                                      key_prefix.strip("/")) if p)
+        target = f"{base}/{prefix}"
+        src = Path(path)
+        if src.is_dir():
+            for file in sorted(p for p in src.rglob("*") if p.is_file()):
+                self.storage.upload_file(file, f"{target}/{file.relative_to(src).as_posix()}")
+            return target
+        if not src.is_file():
+            raise SpecError("path", str(path), "give an existing file or directory to upload")
+        uri = f"{target}/{src.name}"
+        self.storage.upload_file(src, uri)
+        return uri
+
+    # ---------------------------------------------------------------- local runtime
+    def ensure_local_runtime(self, *, wait_seconds: float = 30.0) -> None:
+        """Start the local runtime in the background when it is configured, on loopback and silent."""
+        settings = self.local_runtime
+        endpoint = self.conn_config.get_service_endpoint_url("sagemaker")
+        if settings is None or not endpoint:
+            return
+        if _ping(endpoint):
+            return
+        url = urllib.parse.urlparse(endpoint)
+        if not settings.get("autostart", True) or url.hostname not in _LOOPBACK:
+            raise RequestRejected(
+                "Connect", "EndpointUnreachable",
+                f"nothing answers at {endpoint}; start it with `airflow-sm-pytorch local serve "
+                f"--port {url.port}` or set sm_pytorch.local_runtime.autostart to true",
+            )
+        root = Path(settings["root"])
+        root.mkdir(parents=True, exist_ok=True)
+        log_path = root / "server.log"
+        self.log.info("Starting the local SageMaker runtime on %s (root %s, log %s)", endpoint, root, log_path)
+        with open(log_path, "ab") as log_file:
+            subprocess.Popen(  # noqa: S603 - argv list, no shell
+                [sys.executable, "-m", "airflow_sm_pytorch.local", "--host", url.hostname or "127.0.0.1",
+                 "--port", str(url.port or local_config.DEFAULT_PORT), "--root", str(root)],
+                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        deadline = time.monotonic() + wait_seconds
+        while time.monotonic() < deadline:
+            if _ping(endpoint):
+                return
+            time.sleep(0.1)
+        raise RequestRejected("Connect", "EndpointUnreachable",
+                              f"the local runtime did not answer at {endpoint} within {wait_seconds:.0f}s; "
+                              f"see {log_path}")
+
+
+class LogTailer:
+    """Follows every ``<job>/algo-N-*`` stream of a job; no line is lost or repeated.
+
+    Its position (``tokens``) is plain JSON, so a deferred task can carry it across a trigger.
+    """
+
+    def __init__(self, hook: SageMakerPyTorchHook, job_name: str, tokens: dict[str, str] | None = None):
+        self.hook = hook
+        self.job_name = job_name
+        self.tokens: dict[str, str | None] = dict(tokens or {})
+
+    def _streams(self) -> list[str]:
+        names: list[str] = []
+        params: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamNamePrefix": f"{self.job_name}/"}
+        logs = self.hook.client("logs")
+        while True:
+            try:
+                page = logs.describe_log_streams(**params)
+            except ClientError as err:
+                if _code(err) == "ResourceNotFoundException" or _is_retryable(err):
+                    return names
+                raise RequestRejected("DescribeLogStreams", _code(err), _message(err)) from err
+            names += [s["logStreamName"] for s in page.get("logStreams", [])]
+            if not page.get("nextToken"):
+                return sorted(names)
+            params["nextToken"] = page["nextToken"]
+
+    def poll(self) -> Iterator[str]:
+        streams = self._streams()
+        for stream in streams:
+            self.tokens.setdefault(stream, None)
+        many = len(self.tokens) > 1
+        for stream in sorted(self.tokens):
+            host = stream.split("/", 1)[-1]
+            for message in self._events(stream):
+                yield f"[{host}] {message}" if many else message
+
+    def _events(self, stream: str) -> Iterator[str]:
+        logs = self.hook.client("logs")
+        while True:
+            token = self.tokens.get(stream)
+            params: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamName": stream, "startFromHead": True}
+            if token:
+                params["nextToken"] = token
+            try:
+                page = logs.get_log_events(**params)
+            except ClientError as err:
+                if _is_retryable(err) or _code(err) == "ResourceNotFoundException":
+                    return
+                raise RequestRejected("GetLogEvents", _code(err), _message(err)) from err
+            for event in page.get("events", []):
+                yield event["message"].rstrip("\n")
+            next_token = page.get("nextForwardToken")
+            self.tokens[stream] = next_token
+            if not page.get("events") or next_token == token:
+                return
+
+    def drain(self) -> Iterator[str]:
+        """After the job ended: everything still unread (SageMaker flushes the last lines late)."""
+        yield from self.poll()
+
+
+def check_training_outcome(desc: dict[str, Any]) -> None:
+    """Raise :class:`JobFailed` unless the job Completed (Stopped is a failure too)."""
+    status = desc["TrainingJobStatus"]
+    if status == "Completed":
+        return
+    reason = desc.get("FailureReason")
+    if status == "Stopped" and not reason:
+        reason = f"stopped ({desc.get('SecondaryStatus', 'Stopped')})"
+    raise JobFailed(desc["TrainingJobName"], status, reason,
+                    hint="outputs and logs are kept; see the task log above")
+
+
+def _bucket_uri(bucket: str) -> str:
+    if bucket.startswith(("file://", "s3://")):
+        return bucket.rstrip("/")
+    return f"s3://{bucket}"
+
+
+def _ping(endpoint: str) -> bool:
+    try:
+        with urllib.request.urlopen(endpoint.rstrip("/") + "/ping", timeout=1.0) as response:  # noqa: S310
+            return response.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _snake(operation: str) -> str:
+    out = []
+    for i, ch in enumerate(operation):
+        if ch.isupper() and i:
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)

@@ -1,0 +1,24 @@
+"""Where the local runtime keeps its data, and how to reach it. Stdlib only: the hook imports it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: The runtime's documented default port (``airflow-sm-pytorch local serve``).
+DEFAULT_PORT = 8787
+DEFAULT_HOST = "127.0.0.1"
+ROOT_ENV = "SM_PYTORCH_LOCAL_ROOT"
+
+
+def default_root() -> Path:
+    """``$SM_PYTORCH_LOCAL_ROOT``, else ``$XDG_DATA_HOME/airflow-sm-pytorch``, else ``~/.local/share/...``."""
+    if os.environ.get(ROOT_ENV):
+        return Path(os.environ[ROOT_ENV]).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "airflow-sm-pytorch"
+
+
+def default_bucket_uri(root: Path, region: str) -> str:
+    """The ``file://`` store that stands in for ``s3://sagemaker-<region>-<account>`` locally."""
+    return (Path(root).expanduser().resolve() / "store" / f"sagemaker-{region}").as_uri()

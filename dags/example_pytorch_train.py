@@ -1,0 +1,132 @@
+"""Train a PyTorch classifier on SageMaker, or on the local runtime: the connection decides.
+
+make_dataset -> train (PyTorchTrainOperator) -> check_model
+
+Trigger it from the UI with your own epochs / learning rate / batch size. The DAG is the same on a
+laptop and on AWS: it stages its data through the hook (like the SDK's ``Session.upload_data``) and
+leaves ``output_path`` to the connection's default bucket. Point the ``sm_pytorch`` connection at the
+local runtime or at AWS (see the README); set the Variable ``sagemaker_role_arn`` for AWS.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pendulum
+from airflow.sdk import DAG, Param, task
+
+from airflow_sm_pytorch import PyTorchTrainOperator
+
+CONN_ID = "sm_pytorch"
+CODE_DIR = Path(__file__).parent / "code"
+
+with DAG(
+    dag_id="example_pytorch_train",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    render_template_as_native_obj=True,  # hyperparameters stay numbers, as with the SDK
+    params={
+        "epochs": Param(20, type="integer", minimum=1, maximum=200, description="passes over the data"),
+        "learning_rate": Param(0.05, type="number", exclusiveMinimum=0, description="Adam learning rate"),
+        "batch_size": Param(64, type="integer", minimum=1, maximum=4096, description="samples per step"),
+    },
+    tags=["example", "sagemaker", "pytorch"],
+) as dag:
+
+    @task
+    def make_dataset(run_id=None) -> dict[str, str]:
+        """Write a small deterministic two-moons dataset and stage it where the job can read it."""
+        import tempfile
+
+        import numpy as np
+
+        from airflow_sm_pytorch import SageMakerPyTorchHook
+
+        def moons(n: int, seed: int):
+            rng = np.random.default_rng(seed)
+            t = rng.uniform(0, np.pi, n)
+            label = rng.integers(0, 2, n)
+            x = np.where(label == 0, np.cos(t), 1 - np.cos(t))
+            y = np.where(label == 0, np.sin(t), 0.5 - np.sin(t))
+            points = np.stack([x, y], axis=1) + rng.normal(0, 0.1, (n, 2))
+            return np.column_stack([points, label])
+
+        hook = SageMakerPyTorchHook(aws_conn_id=CONN_ID)
+        safe_run = "".join(c if c.isalnum() else "-" for c in run_id)
+        uris = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for channel, (n, seed) in {"train": (2000, 1), "test": (500, 2)}.items():
+                folder = Path(tmp, channel)
+                folder.mkdir()
+                np.savetxt(folder / "data.csv", moons(n, seed), delimiter=",", fmt="%.6f")
+                uris[channel] = hook.upload_data(folder, key_prefix=f"example-pytorch-train/{safe_run}/{channel}")
+        print(f"staged data: {uris}")
+        return uris
+
+    data = make_dataset()
+
+    # [START howto_operator_pytorch_train]
+    train = PyTorchTrainOperator(
+        task_id="train",
+        aws_conn_id=CONN_ID,
+        entry_point="train.py",
+        source_dir=str(CODE_DIR),
+        role="{{ var.value.get('sagemaker_role_arn', 'arn:aws:iam::000000000000:role/airflow-sm-pytorch') }}",
+        instance_type="ml.m5.xlarge",
+        instance_count=1,
+        framework_version="2.6.0",
+        py_version="py312",
+        hyperparameters={
+            "epochs": "{{ params.epochs }}",
+            "lr": "{{ params.learning_rate }}",
+            "batch-size": "{{ params.batch_size }}",
+        },
+        inputs={
+            "train": "{{ ti.xcom_pull(task_ids='make_dataset')['train'] }}",
+            "test": "{{ ti.xcom_pull(task_ids='make_dataset')['test'] }}",
+        },
+        metric_definitions=[{"Name": "test:accuracy", "Regex": r"test_accuracy=([0-9.]+)"}],
+        max_run=3600,
+        poll_interval=2,
+    )
+    # [END howto_operator_pytorch_train]
+    data >> train
+
+    @task
+    def check_model(result: dict, data: dict) -> dict:
+        """Fetch model.tar.gz, load the weights into the network and score them on the test set."""
+        import importlib.util
+        import tarfile
+        import tempfile
+
+        import numpy as np
+        import torch
+
+        from airflow_sm_pytorch import SageMakerPyTorchHook
+
+        hook = SageMakerPyTorchHook(aws_conn_id=CONN_ID)
+        uri = result["S3ModelArtifacts"]
+        print(f"The trained model landed at {uri}")
+        spec = importlib.util.spec_from_file_location("train_script", CODE_DIR / "train.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        with tempfile.TemporaryDirectory() as tmp:
+            hook.storage.download_file(uri, Path(tmp, "model.tar.gz"))
+            with tarfile.open(Path(tmp, "model.tar.gz")) as archive:
+                members = archive.getnames()
+                archive.extractall(Path(tmp, "model"), filter="data")
+            hook.storage.download(data["test"], Path(tmp, "test"))
+            model = module.Net()
+            model.load_state_dict(torch.load(Path(tmp, "model", "model.pth"), weights_only=True))
+            x, y = module.load(str(Path(tmp, "test")))
+            accuracy = module.accuracy(model, x, y)
+        reported = result["FinalMetrics"].get("test:accuracy")
+        print(f"model.tar.gz members: {members}; test accuracy {accuracy:.4f} (job reported {reported})")
+        if accuracy < 0.8:
+            raise ValueError(f"the model did not learn: test accuracy {accuracy:.4f} < 0.8")
+        if reported is None or abs(reported - accuracy) > 1e-3:
+            raise ValueError(f"the job's final metric {reported} does not match the model's {accuracy:.4f}")
+        return {"model": uri, "test_accuracy": accuracy}
+
+    check_model(train.output, data)

@@ -1,0 +1,33 @@
+"""DAG-parse cost: importing our operators must not import the heavy libraries."""
+
+import json
+import subprocess
+import sys
+
+HEAVY = ("boto3", "botocore", "torch", "omegaconf", "numpy")
+PUBLIC = ("airflow_sm_pytorch", "airflow_sm_pytorch.operators.train", "airflow_sm_pytorch.specs")
+
+
+def _loaded_after(code: str) -> list[str]:
+    probe = f"import sys, json\n{code}\nprint(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_operator_import_pulls_in_no_heavy_module():
+    assert _loaded_after("import airflow_sm_pytorch.operators.train") == []
+
+
+def test_public_names_and_dag_objects_are_cheap():
+    code = (
+        "import airflow_sm_pytorch\n"
+        "from airflow_sm_pytorch import PyTorchTrainOperator, TrainingSpec\n"
+        "from airflow.sdk import DAG\n"
+        "with DAG('d', schedule=None):\n"
+        "    PyTorchTrainOperator(task_id='t', entry_point='train.py', instance_type='local')\n"
+    )
+    assert _loaded_after(code) == []
+
+
+def test_the_probe_would_notice_a_heavy_import():
+    assert _loaded_after("import botocore") == ["botocore"]
