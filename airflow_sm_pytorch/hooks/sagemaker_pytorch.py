@@ -244,7 +244,9 @@ class SageMakerPyTorchHook(AwsBaseHook):
         try:
             return self.describe_training_job(name)
         except RequestRejected as err:
-            if err.code in ("ValidationException", "ResourceNotFound") and "not found" in err.message.lower():
+            text = err.message.lower()
+            missing = any(words in text for words in ("not found", "could not find", "does not exist"))
+            if err.code in ("ValidationException", "ResourceNotFound") and missing:
                 return None
             raise
 

@@ -1,0 +1,94 @@
+"""Training job names: the SDK's ``name_from_base`` and deterministic names for Airflow task instances.
+
+The SDK names a job ``<base>-<UTC timestamp with milliseconds>``: a retry gets a new name and starts a
+second job. An Airflow task instance instead gets :func:`task_job_name`, which depends only on
+``(dag_id, task_id, run_id, map_index)`` (not the try number), so a retried task finds the job its
+previous try started instead of launching another one.
+
+>>> sdk_job_name("pytorch-training", now=1704164645.678)
+'pytorch-training-2024-01-02-03-04-05-678'
+>>> task_job_name(dag_id="train_dag", task_id="fit", run_id="manual__1", map_index=-1)[:14]
+'train-dag-fit-'
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import re
+import time
+
+from airflow_sm_pytorch.exceptions import SpecError
+
+#: ``TrainingJobName`` in the SageMaker API (botocore service model): pattern and maximum length.
+JOB_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+JOB_NAME_RE = re.compile(JOB_NAME_PATTERN)
+MAX_JOB_NAME_LENGTH = 63
+
+#: Hex characters of the sha256 digest that make a task-instance name unique (64 bits).
+DIGEST_LENGTH = 16
+DEFAULT_PREFIX = "pytorch"
+
+
+def sagemaker_timestamp(now: float | _dt.datetime | None = None) -> str:
+    """``%Y-%m-%d-%H-%M-%S-<ms>`` in UTC, where ``<ms>`` is the first 3 digits after the dot of
+    ``repr(time.time())``, exactly as ``sagemaker.utils.sagemaker_timestamp`` does."""
+    if now is None:
+        moment = time.time()
+    elif isinstance(now, _dt.datetime):
+        moment = (now if now.tzinfo else now.replace(tzinfo=_dt.timezone.utc)).timestamp()
+    else:
+        moment = float(now)
+    moment_ms = repr(moment).split(".")[1][:3]
+    return time.strftime(f"%Y-%m-%d-%H-%M-%S-{moment_ms}", time.gmtime(moment))
+
+
+def sdk_job_name(base: str, now: float | _dt.datetime | None = None) -> str:
+    """``sagemaker.utils.name_from_base``: the base trimmed to 39 characters, ``-`` and a timestamp.
+
+    Like the SDK, the base is not sanitised; :func:`validate_job_name` reports a bad one.
+    """
+    timestamp = sagemaker_timestamp(now)
+    trimmed = base[: MAX_JOB_NAME_LENGTH - len(timestamp) - 1]
+    return f"{trimmed}-{timestamp}"
+
+
+def sanitise(text: str) -> str:
+    """Every run of characters outside ``[a-zA-Z0-9]`` becomes one ``-``; leading/trailing ``-`` go."""
+    return re.sub(r"[^a-zA-Z0-9]+", "-", text).strip("-")
+
+
+def task_job_name(
+    *,
+    dag_id: str,
+    task_id: str,
+    run_id: str,
+    map_index: int = -1,
+    base_job_name: str | None = None,
+) -> str:
+    """A valid job name (<= 63 characters) that is the same for every try of one task instance.
+
+    It is a readable prefix (``base_job_name`` if given, else ``<dag_id>-<task_id>``, sanitised and
+    trimmed; ``pytorch`` if nothing is left) plus ``-`` and 16 hex characters of the sha256 of the
+    four ids, so different runs and map indexes never share a name, however long or odd the ids.
+    """
+    identity = json.dumps([dag_id, task_id, run_id, int(map_index)], separators=(",", ":"))
+    digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:DIGEST_LENGTH]
+    readable = base_job_name if base_job_name else f"{dag_id}-{task_id}"
+    room = MAX_JOB_NAME_LENGTH - DIGEST_LENGTH - 1
+    prefix = sanitise(sanitise(readable)[:room]) or DEFAULT_PREFIX
+    return f"{prefix}-{digest}"
+
+
+def validate_job_name(name: object, field: str = "job_name") -> str:
+    """Return ``name`` if SageMaker accepts it as a training job name, else raise :class:`SpecError`."""
+    if not isinstance(name, str) or len(name) > MAX_JOB_NAME_LENGTH or not JOB_NAME_RE.fullmatch(name):
+        detail = f" (it has {len(name)})" if isinstance(name, str) and len(name) > MAX_JOB_NAME_LENGTH else ""
+        raise SpecError(
+            field,
+            name,
+            f"use at most {MAX_JOB_NAME_LENGTH} characters{detail} matching {JOB_NAME_PATTERN}: letters, "
+            "digits and hyphens, starting and ending with a letter or digit (no '_' or '.')",
+        )
+    return name

@@ -1,0 +1,114 @@
+"""``airflow-sm-pytorch plan train --spec F``: print the exact request and uploads; send nothing.
+
+The spec file (JSON or YAML) holds the ``PyTorch`` estimator's keyword arguments plus ``inputs`` and
+``job_name`` (as in ``fit``) and the session keys ``region`` (default: ``AWS_REGION`` /
+``AWS_DEFAULT_REGION``), ``default_bucket``, ``default_bucket_prefix`` and ``local``. Relative paths
+(``entry_point``, ``source_dir``, ``dependencies``, local inputs) are resolved against the current
+directory, as with the SDK.
+
+Without ``default_bucket``, when one is needed, the SDK's ``sagemaker-<region>-<account>`` is used, the
+account coming from STS ``GetCallerIdentity`` (a read-only call; boto3 is imported only then). Nothing
+is created, uploaded or submitted. Bad input prints one ``error: ...`` paragraph and exits 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from airflow_sm_pytorch.exceptions import SpecError
+
+EXIT_BAD_INPUT = 2
+
+
+def _load(path: str) -> dict[str, Any]:
+    import yaml
+
+    text = Path(path).read_text(encoding="utf-8")
+    data = yaml.safe_load(text)  # YAML is a superset of JSON
+    if not isinstance(data, dict):
+        raise SpecError("--spec", path, "write a mapping of estimator arguments (JSON object or YAML "
+                        "mapping)", problem="is not a mapping")
+    return data
+
+
+def _region(data: dict[str, Any]) -> str:
+    region = data.pop("region", None) or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if not region:
+        raise SpecError("region", None, "add 'region: <name>' to the spec file or set AWS_REGION",
+                        problem="is required")
+    return str(region)
+
+
+def _account_bucket(region: str) -> str:
+    """``sagemaker-<region>-<account>``, the account from STS; a SpecError when there are no credentials."""
+    try:
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:  # pragma: no cover - boto3 is a dependency
+        raise SpecError("default_bucket", None, "set default_bucket in the spec file",
+                        problem="is required") from None
+    try:
+        account = boto3.client("sts", region_name=region).get_caller_identity()["Account"]
+    except (BotoCoreError, ClientError) as exc:
+        raise SpecError("default_bucket", None, f"set default_bucket in the spec file: without it the SDK's "
+                        f"sagemaker-{region}-<account id> is used, and the account could not be looked up "
+                        f"({exc})", problem="is required") from None
+    return f"sagemaker-{region}-{account}"
+
+
+def build_plan(data: dict[str, Any]) -> Any:
+    """Spec-file contents -> :class:`TrainingPlan` (session keys popped, job name chosen)."""
+    from airflow_sm_pytorch.builders.naming import sdk_job_name
+    from airflow_sm_pytorch.builders.training import (
+        Session,
+        build_training_plan,
+        default_base_job_name,
+        needs_default_bucket,
+    )
+    from airflow_sm_pytorch.specs import TrainingSpec
+
+    data = dict(data)
+    region = _region(data)
+    bucket = data.pop("default_bucket", None)
+    prefix = data.pop("default_bucket_prefix", None)
+    local = data.pop("local", False)
+    if not isinstance(local, bool):
+        raise SpecError("local", local, "use true (the local runtime) or false (AWS)")
+    spec = TrainingSpec.from_dict(data)
+    if not bucket and needs_default_bucket(spec):
+        if local:
+            raise SpecError("default_bucket", None, "set default_bucket to a file:///... directory (or a "
+                            "bucket) for the local runtime", problem="is required")
+        bucket = _account_bucket(region)
+    session = Session(region=region, default_bucket=str(bucket or ""), default_bucket_prefix=prefix,
+                      local=local)
+    job_name = spec.job_name or sdk_job_name(default_base_job_name(spec, region))
+    return build_training_plan(spec, session, job_name=job_name)
+
+
+def _paragraph(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def plan_main(args: Any) -> int:
+    """Print the plan for ``args.spec`` as JSON; exit 0, or 2 with one ``error:`` paragraph on stderr."""
+    import yaml
+
+    try:
+        plan = build_plan(_load(args.spec))
+    except SpecError as exc:
+        print(f"error: {_paragraph(str(exc))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        print(f"error: cannot read {exc.filename or args.spec}: {_paragraph(reason)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except yaml.YAMLError as exc:
+        print(f"error: {args.spec} is not valid JSON or YAML: {_paragraph(str(exc))}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(json.dumps(plan.to_json(), indent=2))
+    return 0
