@@ -1,0 +1,363 @@
+"""The local runtime's durable state: ``ROOT/state.db`` (SQLite in WAL mode).
+
+The server (many threads) and one supervisor process per job write here concurrently, so every
+connection is per thread, in WAL mode with a long busy timeout, and every write is one short
+transaction. Stdlib only: the supervisor imports this and must start fast.
+
+Tables: ``jobs`` (the full CreateTrainingJob request and everything DescribeTrainingJob reports),
+``transitions`` (SecondaryStatusTransitions), ``log_streams`` and ``log_events`` (every line, with a
+monotonic ``id`` that the CloudWatch Logs tokens are made of).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+#: The CloudWatch Logs group SageMaker training jobs log to.
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    name TEXT PRIMARY KEY COLLATE NOCASE,
+    arn TEXT NOT NULL,
+    region TEXT NOT NULL,
+    request TEXT NOT NULL,
+    status TEXT NOT NULL,
+    secondary_status TEXT NOT NULL,
+    failure_reason TEXT,
+    creation_time REAL NOT NULL,
+    last_modified_time REAL NOT NULL,
+    training_start_time REAL,
+    training_end_time REAL,
+    model_artifacts TEXT,
+    final_metrics TEXT,
+    training_seconds INTEGER,
+    billable_seconds INTEGER,
+    supervisor_pid INTEGER,
+    supervisor_start TEXT,
+    supervisor_ready INTEGER NOT NULL DEFAULT 0,
+    stop_requested INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS transitions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job TEXT NOT NULL COLLATE NOCASE,
+    status TEXT NOT NULL,
+    start_time REAL NOT NULL,
+    end_time REAL,
+    message TEXT
+);
+CREATE INDEX IF NOT EXISTS transitions_job ON transitions (job, id);
+CREATE TABLE IF NOT EXISTS log_streams (
+    name TEXT PRIMARY KEY,
+    job TEXT NOT NULL COLLATE NOCASE,
+    creation_time INTEGER NOT NULL,
+    first_event INTEGER,
+    last_event INTEGER,
+    last_ingestion INTEGER,
+    stored_bytes INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS log_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    stream TEXT NOT NULL,
+    timestamp INTEGER NOT NULL,
+    ingestion INTEGER NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS log_events_stream ON log_events (stream, id);
+"""
+
+TERMINAL = ("Completed", "Failed", "Stopped")
+
+
+class JobExists(Exception):
+    """CreateTrainingJob with a name that is already taken (case-insensitively, as the ARN is)."""
+
+
+def _now() -> float:
+    """Millisecond precision, as SageMaker reports: such floats survive botocore's datetime round trip."""
+    return round(time.time(), 3)
+
+
+class Store:
+    """One ``state.db``; safe to share between threads (each gets its own connection)."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.path = self.root / "state.db"
+        self._local = threading.local()
+        self._db().executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA busy_timeout = 60000")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            self._local.db = db
+        return db
+
+    class _Tx:
+        def __init__(self, db: sqlite3.Connection) -> None:
+            self.db = db
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.db.execute("BEGIN IMMEDIATE")
+            return self.db
+
+        def __exit__(self, kind: Any, *_: Any) -> None:
+            self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+    def _tx(self) -> Store._Tx:
+        return Store._Tx(self._db())
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # -- jobs -------------------------------------------------------------------------------------
+    def create_job(self, name: str, arn: str, region: str, request: dict[str, Any],
+                   message: str = "Starting the training job") -> float:
+        now = _now()
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM jobs WHERE name = ?", (name,)).fetchone():
+                raise JobExists(name)
+            db.execute(
+                "INSERT INTO jobs (name, arn, region, request, status, secondary_status, creation_time,"
+                " last_modified_time) VALUES (?, ?, ?, ?, 'InProgress', 'Starting', ?, ?)",
+                (name, arn, region, json.dumps(request), now, now),
+            )
+            db.execute("INSERT INTO transitions (job, status, start_time, message)"
+                       " VALUES (?, 'Starting', ?, ?)", (name, now, message))
+        return now
+
+    def set_supervisor(self, name: str, pid: int, start: str | None, *, ready: bool = False) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET supervisor_pid = ?, supervisor_start = ?,"
+                " supervisor_ready = MAX(supervisor_ready, ?) WHERE name = ?",
+                (pid, start, int(ready), name),
+            )
+
+    def get_job(self, name: str) -> dict[str, Any] | None:
+        row = self._db().execute("SELECT * FROM jobs WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return None
+        job = _job(row)
+        job["transitions"] = [
+            dict(r) for r in self._db().execute(
+                "SELECT status, start_time, end_time, message FROM transitions WHERE job = ? ORDER BY id",
+                (row["name"],))
+        ]
+        return job
+
+    def list_jobs(self) -> list[dict[str, Any]]:
+        """Every job's summary columns, oldest first (the request is left out)."""
+        rows = self._db().execute(
+            "SELECT name, arn, status, secondary_status, creation_time, last_modified_time,"
+            " training_end_time, supervisor_pid, supervisor_start, stop_requested FROM jobs"
+            " ORDER BY creation_time, rowid").fetchall()
+        return [dict(r) for r in rows]
+
+    def in_progress(self) -> list[dict[str, Any]]:
+        rows = self._db().execute(
+            "SELECT name, creation_time, supervisor_pid, supervisor_start, stop_requested FROM jobs"
+            " WHERE status = 'InProgress'").fetchall()
+        return [dict(r) for r in rows]
+
+    def add_transition(self, name: str, status: str, message: str | None) -> None:
+        """Record a SecondaryStatus change; the same status again only updates its message."""
+        with self._tx() as db:
+            row = db.execute("SELECT status FROM jobs WHERE name = ?", (name,)).fetchone()
+            if row is not None and row["status"] == "InProgress":
+                self._transition(db, name, status, message, _now())
+
+    @staticmethod
+    def _transition(db: sqlite3.Connection, name: str, status: str, message: str | None, now: float,
+                    *, final: bool = False) -> None:
+        last = db.execute("SELECT id, status FROM transitions WHERE job = ? ORDER BY id DESC LIMIT 1",
+                          (name,)).fetchone()
+        if last is not None and last["status"] == status:
+            if final:  # the runner already reported this end state: keep its message
+                db.execute("UPDATE transitions SET end_time = ? WHERE id = ?", (now, last["id"]))
+            else:
+                db.execute("UPDATE transitions SET message = ? WHERE id = ?", (message, last["id"]))
+        else:
+            if last is not None:
+                db.execute("UPDATE transitions SET end_time = ? WHERE id = ?", (now, last["id"]))
+            db.execute("INSERT INTO transitions (job, status, start_time, end_time, message)"
+                       " VALUES (?, ?, ?, ?, ?)", (name, status, now, now if final else None, message))
+        # TrainingStartTime: when the instance is ready, i.e. the job starts downloading (or training)
+        starts = status in ("Downloading", "Training")
+        db.execute("UPDATE jobs SET secondary_status = ?, last_modified_time = ?, training_start_time ="
+                   f" {'COALESCE(training_start_time, ?)' if starts else 'training_start_time'}"
+                   " WHERE name = ? AND status = 'InProgress'",
+                   [status, now, *([now] if starts else []), name])
+
+    def request_stop(self, name: str) -> str | None:
+        """Set the stop flag of an InProgress job (SecondaryStatus ``Stopping``); returns its status."""
+        with self._tx() as db:
+            row = db.execute("SELECT status, stop_requested FROM jobs WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                return None
+            if row["status"] == "InProgress" and not row["stop_requested"]:
+                db.execute("UPDATE jobs SET stop_requested = 1 WHERE name = ?", (name,))
+                self._transition(db, name, "Stopping", "Stopping the training job", _now())
+            return row["status"]
+
+    def stop_requested(self, name: str) -> bool:
+        row = self._db().execute("SELECT stop_requested FROM jobs WHERE name = ?", (name,)).fetchone()
+        return bool(row and row["stop_requested"])
+
+    def finish(self, name: str, *, status: str, secondary_status: str, failure_reason: str | None = None,
+               model_artifacts: str | None = None, final_metrics: Iterable[dict[str, Any]] = (),
+               training_start_time: float | None = None, training_end_time: float | None = None,
+               message: str | None = None) -> bool:
+        """Record the end of a job that is still InProgress; False if it had already ended."""
+        now = _now()
+        with self._tx() as db:
+            row = db.execute("SELECT status, training_start_time, creation_time FROM jobs WHERE name = ?",
+                             (name,)).fetchone()
+            if row is None or row["status"] != "InProgress":
+                return False
+            start = round(training_start_time, 3) if training_start_time else row["training_start_time"]
+            end = round(training_end_time, 3) if training_end_time else now
+            seconds = max(1, math.ceil(end - start)) if start is not None else None
+            message = message or _final_message(secondary_status, failure_reason)
+            self._transition(db, name, secondary_status, message, now, final=True)
+            db.execute(
+                "UPDATE jobs SET status = ?, secondary_status = ?, failure_reason = ?, model_artifacts = ?,"
+                " final_metrics = ?, training_start_time = ?, training_end_time = ?, training_seconds = ?,"
+                " billable_seconds = ?, last_modified_time = ? WHERE name = ?",
+                (status, secondary_status, failure_reason, model_artifacts, json.dumps(list(final_metrics)),
+                 start, end, seconds, seconds, now, name),
+            )
+        return True
+
+    def fail_orphan(self, name: str, pid: int | None, reason: str) -> bool:
+        """Mark an InProgress job Failed because its supervisor is gone (only if ``pid`` is still its own)."""
+        with self._tx() as db:
+            row = db.execute("SELECT status, supervisor_pid FROM jobs WHERE name = ?", (name,)).fetchone()
+            if row is None or row["status"] != "InProgress" or row["supervisor_pid"] != pid:
+                return False
+        return self.finish(name, status="Failed", secondary_status="Failed", failure_reason=reason)
+
+    # -- logs -------------------------------------------------------------------------------------
+    def append_logs(self, job: str, events: list[tuple[str, int, str]]) -> None:
+        """Append ``(stream, timestamp_ms, message)`` events in order, creating streams as needed."""
+        if not events:
+            return
+        ingestion = int(_now() * 1000)
+        with self._tx() as db:
+            seen: dict[str, tuple[int, int, int]] = {}
+            for stream, ts, message in events:
+                db.execute("INSERT INTO log_events (stream, timestamp, ingestion, message)"
+                           " VALUES (?, ?, ?, ?)", (stream, ts, ingestion, message))
+                first, last, size = seen.get(stream, (ts, ts, 0))
+                seen[stream] = (min(first, ts), max(last, ts), size + len(message.encode("utf-8", "replace")))
+            for stream, (first, last, size) in seen.items():
+                db.execute("INSERT OR IGNORE INTO log_streams (name, job, creation_time) VALUES (?, ?, ?)",
+                           (stream, job, ingestion))
+                db.execute(
+                    "UPDATE log_streams SET first_event = MIN(COALESCE(first_event, ?), ?),"
+                    " last_event = MAX(COALESCE(last_event, ?), ?), last_ingestion = ?,"
+                    " stored_bytes = stored_bytes + ? WHERE name = ?",
+                    (first, first, last, last, ingestion, size, stream),
+                )
+
+    def log_streams(self, prefix: str | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM log_streams", []
+        if prefix:
+            sql += " WHERE substr(name, 1, ?) = ?"
+            args = [len(prefix), prefix]
+        return [dict(r) for r in self._db().execute(sql + " ORDER BY name", args)]
+
+    def log_stream(self, name: str) -> dict[str, Any] | None:
+        row = self._db().execute("SELECT * FROM log_streams WHERE name = ?", (name,)).fetchone()
+        return dict(row) if row else None
+
+    def log_events(self, streams: list[str], *, after: int = 0, before: int | None = None,
+                   start: int | None = None, end: int | None = None, limit: int = 10000,
+                   newest: bool = False) -> list[dict[str, Any]]:
+        """Events of ``streams`` with ``after <= id < before`` in ``[start, end)``, oldest first.
+
+        ``newest`` takes the last ``limit`` such events instead of the first.
+        """
+        if not streams:
+            return []
+        where = [f"stream IN ({','.join('?' * len(streams))})", "id >= ?"]
+        args: list[Any] = [*streams, after]
+        if before is not None:
+            where.append("id < ?")
+            args.append(before)
+        if start is not None:
+            where.append("timestamp >= ?")
+            args.append(start)
+        if end is not None:
+            where.append("timestamp < ?")
+            args.append(end)
+        sql = (f"SELECT id, stream, timestamp, ingestion, message FROM log_events WHERE {' AND '.join(where)}"
+               f" ORDER BY id {'DESC' if newest else 'ASC'} LIMIT ?")
+        rows = [dict(r) for r in self._db().execute(sql, [*args, limit])]
+        return rows[::-1] if newest else rows
+
+
+def _job(row: sqlite3.Row) -> dict[str, Any]:
+    job = dict(row)
+    job["request"] = json.loads(job["request"])
+    job["final_metrics"] = json.loads(job["final_metrics"]) if job["final_metrics"] else []
+    return job
+
+
+def _final_message(secondary: str, reason: str | None) -> str:
+    return {
+        "Completed": "Training job completed",
+        "Stopped": "Training job stopped",
+        "MaxRuntimeExceeded": "Training job stopped: it exceeded MaxRuntimeInSeconds",
+        "Failed": f"Training job failed: {reason}" if reason else "Training job failed",
+    }.get(secondary, secondary)
+
+
+def process_start(pid: int) -> str | None:
+    """The start time of ``pid`` from ``/proc`` (clock ticks since boot), to tell a reused PID apart."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return fields[19]
+    except (OSError, IndexError):
+        return None
+
+
+def process_alive(pid: int | None, start: str | None) -> bool:
+    """Is ``pid`` still the process that started at ``start``? (zombies count as gone)"""
+    if not pid:
+        return False
+    if os.path.isdir("/proc/self"):
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return False
+        if fields[0] in ("Z", "X", "x"):
+            return False
+        return start is None or fields[19] == start
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,217 @@
+"""Shared fixtures: the local runtime as a real server process, and tiny training jobs for it.
+
+``local_runtime`` starts ``airflow-sm-pytorch local serve --port 0 --root <tmp>`` and yields a
+:class:`LocalRuntime` (``.url``, ``.root``, ``.client(service)``, ``.kill()``, ``.restart()``).
+``training_request`` makes CreateTrainingJob requests for a script written into a tmp dir and packaged
+as ``sourcedir.tar.gz`` behind ``file://`` URIs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_READY = re.compile(r"^airflow-sm-pytorch local runtime listening on (http://\S+) \(root: (.+)\)$")
+
+
+class LocalRuntime:
+    """One local runtime server process over one root; survives ``kill()`` + ``restart()``."""
+
+    def __init__(self, root: Path, logs: Path) -> None:
+        self.root = Path(root)
+        self.logs = Path(logs)
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+        self.port = 0
+        self.ready_line = ""
+        self._starts = 0
+
+    def start(self, port: int = 0, timeout: float = 60.0) -> None:
+        self._starts += 1
+        err = open(self.logs / f"server-{self._starts}.log", "wb")
+        cmd = [sys.executable, "-m", "airflow_sm_pytorch.cli", "local", "serve", "--host", "127.0.0.1",
+               "--port", str(port), "--root", str(self.root)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True)
+        err.close()
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        line = ""
+        while time.monotonic() < deadline and not line.endswith("\n"):
+            if sel.select(timeout=0.2):
+                chunk = self.proc.stdout.readline()
+                if not chunk:
+                    break
+                line += chunk
+            elif self.proc.poll() is not None:
+                break
+        sel.close()
+        match = _READY.match(line.strip())
+        if match is None:
+            self.kill()
+            log = (self.logs / f"server-{self._starts}.log").read_text(errors="replace")
+            raise RuntimeError(f"the local runtime did not start (stdout {line!r}):\n{log}")
+        self.ready_line = line.strip()
+        self.url = match.group(1)
+        self.port = int(self.url.rsplit(":", 1)[1])
+
+    def client(self, service: str, **config: Any) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(service, endpoint_url=self.url, region_name="us-east-1",
+                            aws_access_key_id="local", aws_secret_access_key="local",
+                            config=Config(retries={"max_attempts": 2, "mode": "standard"}, **config))
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the server (not its jobs, which run in sessions of their own)."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+            if self.proc.stdout:
+                self.proc.stdout.close()
+
+    def terminate(self, timeout: float = 15.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        return self.proc.returncode
+
+    def restart(self) -> None:
+        """Stop the server if it still runs, and start it again over the same root (same port if free)."""
+        if self.alive():
+            self.terminate()
+        try:
+            self.start(port=self.port)
+        except RuntimeError:
+            self.start(port=0)
+
+    def supervisors(self) -> list[int]:
+        """PIDs of live supervisors of InProgress jobs (from the store)."""
+        from airflow_sm_pytorch.local.store import Store, process_alive
+
+        if not (self.root / "state.db").exists():
+            return []
+        store = Store(self.root)
+        try:
+            return [j["supervisor_pid"] for j in store.in_progress()
+                    if process_alive(j["supervisor_pid"], j["supervisor_start"])]
+        finally:
+            store.close()
+
+    def cleanup(self) -> None:
+        """Stop the server, then stop what jobs still run (SIGTERM, grace, SIGKILL of their groups)."""
+        self.terminate()
+        pids = self.supervisors()
+        for pid in pids:
+            _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while pids and time.monotonic() < deadline:
+            pids = [p for p in pids if _exists(p)]
+            time.sleep(0.1)
+        for pid in pids:
+            _signal_group(pid, signal.SIGKILL)
+
+
+def _exists(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except OSError:
+        pass
+
+
+@pytest.fixture
+def local_runtime(tmp_path_factory):
+    """A fresh local runtime server (its own root) for one test."""
+    root = tmp_path_factory.mktemp("local-root")
+    runtime = LocalRuntime(root, tmp_path_factory.mktemp("local-logs"))
+    runtime.start()
+    try:
+        yield runtime
+    finally:
+        runtime.cleanup()
+
+
+def package_source(src_dir: Path, files: dict[str, str]) -> Path:
+    """Write ``files`` (name -> text) into ``src_dir/sourcedir.tar.gz``; return the archive's path."""
+    src_dir.mkdir(parents=True, exist_ok=True)
+    archive = src_dir / "sourcedir.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, text in sorted(files.items()):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return archive
+
+
+@pytest.fixture
+def training_request(tmp_path):
+    """``make(name, script, **overrides)`` -> a CreateTrainingJob request running ``script`` locally."""
+    counter = iter(range(1_000_000))
+
+    def make(name: str, script: str, *, files: dict[str, str] | None = None,
+             hyperparameters: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+        work = tmp_path / f"job-{next(counter)}-{name}"
+        archive = package_source(work / "code", {"train.py": script, **(files or {})})
+        hp = {"sagemaker_program": json.dumps("train.py"),
+              "sagemaker_submit_directory": json.dumps(archive.as_uri())}
+        hp.update({k: json.dumps(v) for k, v in (hyperparameters or {}).items()})
+        request: dict[str, Any] = {
+            "TrainingJobName": name,
+            "AlgorithmSpecification": {"TrainingImage": "local-pytorch", "TrainingInputMode": "File"},
+            "RoleArn": "arn:aws:iam::000000000000:role/SageMakerRole",
+            "HyperParameters": hp,
+            "OutputDataConfig": {"S3OutputPath": (work / "output").as_uri()},
+            "ResourceConfig": {"InstanceType": "local", "InstanceCount": 1, "VolumeSizeInGB": 1},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 600},
+        }
+        request.update(overrides)
+        return request
+
+    return make
+
+
+def wait_for_job(sm: Any, name: str, timeout: float = 90.0, poll: float = 0.1) -> dict[str, Any]:
+    """Describe ``name`` until it is no longer InProgress; return the last description."""
+    deadline = time.monotonic() + timeout
+    while True:
+        desc = sm.describe_training_job(TrainingJobName=name)
+        if desc["TrainingJobStatus"] not in ("InProgress", "Stopping"):
+            return desc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} still {desc['TrainingJobStatus']}/{desc['SecondaryStatus']} "
+                                 f"after {timeout}s")
+        time.sleep(poll)
