@@ -231,6 +231,9 @@ def _retrieve(framework: str, region: str, version: str, py_version: str | None,
     repo = entry["repository"]
     processor = _processor(instance_type, config.get("processors") or entry.get("processors"), serverless)
     if entry.get("container_version"):
+        if processor not in entry["container_version"]:
+            raise SpecError("instance_type", instance_type, _supported("processor", entry["container_version"]),
+                            problem="is not supported")
         container_version = entry["container_version"][processor]
     if repo in _NEURON_REPOS:  # latest SDK version, compared as strings like the SDK does
         container_version = f"{max(entry['sdk_versions'])}-{container_version}"

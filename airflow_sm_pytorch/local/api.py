@@ -177,7 +177,7 @@ class Api:
         out.update(
             TrainingJobName=job["name"],
             TrainingJobArn=job["arn"],
-            TrainingJobStatus=job["status"],
+            TrainingJobStatus=_status(job),
             SecondaryStatus=job["secondary_status"],
             CreationTime=job["creation_time"],
             LastModifiedTime=job["last_modified_time"],
@@ -234,18 +234,18 @@ class Api:
         sort_by = params.get("SortBy", "CreationTime")
         key: Callable[[dict[str, Any]], Any] = {
             "Name": lambda j: (j["name"], j["creation_time"]),
-            "Status": lambda j: (j["status"], j["creation_time"], j["name"]),
+            "Status": lambda j: (_status(j), j["creation_time"], j["name"]),
         }.get(sort_by, lambda j: (j["creation_time"], j["name"]))
         jobs.sort(key=key, reverse=params.get("SortOrder", "Ascending") == "Descending")
         status = params.get("StatusEquals")
         if status and "MaxResults" not in params:
-            jobs = [j for j in jobs if j["status"] == status]
+            jobs = [j for j in jobs if _status(j) == status]
         offset = _page_offset(params.get("NextToken"), "ValidationException")
         size = params.get("MaxResults", 10)
         page = jobs[offset:offset + size]
         if status and "MaxResults" in params:
             # As documented: MaxResults jobs are taken first, then filtered by StatusEquals.
-            page = [j for j in page if j["status"] == status]
+            page = [j for j in page if _status(j) == status]
         out: dict[str, Any] = {"TrainingJobSummaries": [_summary(j) for j in page]}
         if offset + size < len(jobs):
             out["NextToken"] = _page_token(offset + size)
@@ -384,13 +384,18 @@ def _pattern(text: str) -> Callable[[str], bool]:
     return lambda message: all(t in message for t in need) and not any(t in message for t in avoid)
 
 
+def _status(job: dict[str, Any]) -> str:
+    """SageMaker's TrainingJobStatus: an InProgress job asked to stop reads ``Stopping`` until it ends."""
+    return "Stopping" if job["status"] == "InProgress" and job.get("stop_requested") else job["status"]
+
+
 def _summary(job: dict[str, Any]) -> dict[str, Any]:
     out = {
         "TrainingJobName": job["name"],
         "TrainingJobArn": job["arn"],
         "CreationTime": job["creation_time"],
         "LastModifiedTime": job["last_modified_time"],
-        "TrainingJobStatus": job["status"],
+        "TrainingJobStatus": _status(job),
         "SecondaryStatus": job["secondary_status"],
     }
     if job["training_end_time"] is not None:

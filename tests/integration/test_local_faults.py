@@ -201,8 +201,8 @@ def test_stop_training_job(local_runtime, training_request, tmp_path):
         wait_until(pid_file.exists)
         assert sm.stop_training_job(TrainingJobName="stop-me")["ResponseMetadata"]["HTTPStatusCode"] == 200
         desc = sm.describe_training_job(TrainingJobName="stop-me")
-        if desc["TrainingJobStatus"] == "InProgress":
-            assert desc["SecondaryStatus"] == "Stopping"
+        if desc["TrainingJobStatus"] != "Stopped":
+            assert (desc["TrainingJobStatus"], desc["SecondaryStatus"]) == ("Stopping", "Stopping")
             sm.stop_training_job(TrainingJobName="stop-me")  # again while stopping: still accepted
         desc = wait_for_job(sm, "stop-me", timeout=60)
         assert desc["TrainingJobStatus"] == "Stopped", desc.get("FailureReason")
