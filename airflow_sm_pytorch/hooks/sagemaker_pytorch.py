@@ -29,7 +29,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -274,9 +274,13 @@ class SageMakerPyTorchHook(AwsBaseHook):
         poll_interval: float = 5.0,
         timeout: float | None = None,
         log_sink: Callable[[str], None] | None = None,
+        mask: Iterable[str] = (),
     ) -> dict[str, Any]:
-        """Poll until the job ends, streaming its CloudWatch logs; raise :class:`JobFailed` unless Completed."""
-        sink = log_sink or self.log.info
+        """Poll until the job ends, streaming its CloudWatch logs; raise :class:`JobFailed` unless Completed.
+
+        Every string in ``mask`` is replaced by ``***`` in the streamed lines (secrets the job might print).
+        """
+        sink = _masking(log_sink or self.log.info, mask)
         tailer = LogTailer(self, name) if logs else None
         deadline = None if timeout is None else time.monotonic() + timeout
         backoff = poll_interval
@@ -444,6 +448,19 @@ def check_training_outcome(desc: dict[str, Any]) -> None:
         reason = f"stopped ({desc.get('SecondaryStatus', 'Stopped')})"
     raise JobFailed(desc["TrainingJobName"], status, reason,
                     hint="outputs and logs are kept; see the task log above")
+
+
+def _masking(sink: Callable[[str], None], mask: Iterable[str]) -> Callable[[str], None]:
+    secrets = sorted({s for s in mask if s}, key=len, reverse=True)
+    if not secrets:
+        return sink
+
+    def masked(line: str) -> None:
+        for secret in secrets:
+            line = line.replace(secret, "***")
+        sink(line)
+
+    return masked
 
 
 def _bucket_uri(bucket: str) -> str:

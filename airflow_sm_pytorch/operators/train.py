@@ -98,7 +98,8 @@ class PyTorchTrainOperator(BaseOperator):
         from airflow_sm_pytorch.builders.naming import task_job_name
 
         spec = self.build_spec()
-        for secret in secrets(spec.to_dict()):
+        hidden = list(secrets(spec.to_dict()))
+        for secret in hidden:
             mask_secret(secret)
         ti = context["ti"]
         self.job_name = spec.job_name or task_job_name(
@@ -119,6 +120,7 @@ class PyTorchTrainOperator(BaseOperator):
                 poll_interval=self.poll_interval,
                 timeout=self.max_ingestion_time,
                 log_sink=self.log.info,
+                mask=hidden,
             )
         return summarize(description, created=created)
 

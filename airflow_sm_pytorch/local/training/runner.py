@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from airflow_sm_pytorch._redact import MASK, is_sensitive
 from airflow_sm_pytorch.local.training import contract, staging, venvs
 from airflow_sm_pytorch.local.training.process import ProcessResult, run_streamed
 from airflow_sm_pytorch.storage import Storage
@@ -323,7 +324,7 @@ class _TrainingJob:
         python = self._install(etype)
         argv = self._command(etype, python)
         env = self._child_env(python)
-        self.log("Invoking script with the following command:\n\n" + " ".join(argv) + "\n")
+        self.log("Invoking script with the following command:\n\n" + self._shown(argv) + "\n")
         self.check_stop()
         result = self._run(argv, env, self._script_line)
         if result.stopped:
@@ -332,7 +333,13 @@ class _TrainingJob:
             self.paths.success.touch()
             self.log("Reporting training SUCCESS")
             return _End("Completed", "Completed")
-        return self._failure("ExecuteUserScriptError", result, " ".join(argv))
+        return self._failure("ExecuteUserScriptError", result, self._shown(argv))
+
+    def _shown(self, argv: Sequence[str]) -> str:
+        """The command line as logged: values of secret-looking hyperparameters are masked."""
+        secrets = {value for key, hp in self.user.items() if is_sensitive(str(key))
+                   for value in contract.to_cmd_args({key: hp})[1:] if value}
+        return " ".join(MASK if arg in secrets else arg for arg in argv)
 
     def _failure(self, error_class: str, result: ProcessResult, cmd: str) -> _End:
         extra = "OutOfMemory: Process killed by SIGKILL (signal 9)" if result.returncode == 137 else None

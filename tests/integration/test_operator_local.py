@@ -1,0 +1,123 @@
+"""PyTorchTrainOperator and the hook against the local runtime: wait, live logs, failure, kill, XCom."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from airflow_sm_pytorch.exceptions import JobFailed
+from airflow_sm_pytorch.hooks.sagemaker_pytorch import SageMakerPyTorchHook
+from airflow_sm_pytorch.operators.train import PyTorchTrainOperator
+
+ROLE = "arn:aws:iam::000000000000:role/local"
+
+
+@pytest.fixture
+def local_conn(local_runtime, monkeypatch):
+    conn = {"conn_type": "aws", "login": "local", "password": "local",
+            "extra": {"endpoint_url": local_runtime.url, "region_name": "us-east-1",
+                      "sm_pytorch": {"local_runtime": {"root": str(local_runtime.root), "autostart": False}}}}
+    monkeypatch.setenv("AIRFLOW_CONN_SM_LOCAL", json.dumps(conn))
+    return "sm_local"
+
+
+def _operator(conn_id, source_dir, **kwargs):
+    return PyTorchTrainOperator(
+        task_id="train", aws_conn_id=conn_id, entry_point="train.py", source_dir=str(source_dir), role=ROLE,
+        instance_type="local", framework_version="2.6.0", py_version="py312", poll_interval=0.2, **kwargs)
+
+
+def _context(run_id="manual__1"):
+    return {"ti": SimpleNamespace(dag_id="d", task_id="train", run_id=run_id, map_index=-1, try_number=1)}
+
+
+def _script(tmp_path, body):
+    src = tmp_path / "src"
+    src.mkdir(exist_ok=True)
+    (src / "train.py").write_text(body)
+    return src
+
+
+class Lines:
+    def __init__(self):
+        self.lines = []
+
+    def __call__(self, msg, *args):
+        self.lines.append(msg % args if args else msg)
+
+
+def test_wait_streams_every_line_once_and_returns_a_json_safe_xcom(local_conn, tmp_path, monkeypatch):
+    src = _script(tmp_path, "import sys, time\nfor i in range(120):\n    print(f'line {i}', flush=True)\n"
+                            "    time.sleep(0.005)\nprint('loss=0.25')\n"
+                            "import os; open(os.path.join(os.environ['SM_MODEL_DIR'], 'm.txt'), 'w').write('x')\n")
+    op = _operator(local_conn, src, hyperparameters={"api_token": "s3cr3t-value", "epochs": 1},
+                   metric_definitions=[{"Name": "loss", "Regex": r"loss=([0-9.]+)"}])
+    sink = Lines()
+    monkeypatch.setattr(op.log, "info", sink)
+    result = op.execute(_context())
+    assert json.loads(json.dumps(result)) == result
+    assert result["TrainingJobStatus"] == "Completed" and result["Created"] is True
+    assert result["FinalMetrics"] == {"loss": 0.25}
+    assert result["S3ModelArtifacts"].startswith("file://") and result["S3ModelArtifacts"].endswith(
+        f"/{result['TrainingJobName']}/output/model.tar.gz")
+    assert result["HyperParameters"]["api_token"] == "***"
+    assert [line for line in sink.lines if line.startswith("line ")] == [f"line {i}" for i in range(120)]
+    assert "s3cr3t-value" not in "\n".join(sink.lines)
+
+    again = _operator(local_conn, src, hyperparameters={"api_token": "s3cr3t-value", "epochs": 1})
+    assert again.execute(_context())["Created"] is False  # the retry re-attached
+
+
+def test_failed_job_fails_the_task_with_the_scripts_error(local_conn, tmp_path):
+    src = _script(tmp_path, "raise ValueError('bad learning rate: -1')\n")
+    op = _operator(local_conn, src)
+    with pytest.raises(JobFailed) as err:
+        op.execute(_context())
+    assert err.value.status == "Failed"
+    assert "ValueError: bad learning rate: -1" in err.value.reason
+    hook = SageMakerPyTorchHook(aws_conn_id=local_conn)
+    desc = hook.describe_training_job(op.job_name)
+    assert desc["ModelArtifacts"]["S3ModelArtifacts"].endswith("model.tar.gz")  # outputs kept
+
+
+def test_on_kill_stops_the_job(local_conn, tmp_path):
+    src = _script(tmp_path, "import time\nprint('started', flush=True)\ntime.sleep(600)\n")
+    op = _operator(local_conn, src)
+    errors = []
+
+    def run():
+        try:
+            op.execute(_context())
+        except Exception as exc:  # noqa: BLE001 - the thread reports it
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    hook = SageMakerPyTorchHook(aws_conn_id=local_conn)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if op.job_name and (job := hook.find_training_job(op.job_name)) and job["SecondaryStatus"] == "Training":
+            break
+        time.sleep(0.1)
+    op.on_kill()  # what Airflow calls when the task is killed
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert isinstance(errors[0], JobFailed) and errors[0].status == "Stopped"
+    assert hook.describe_training_job(op.job_name)["TrainingJobStatus"] == "Stopped"
+
+
+def test_logs_are_readable_by_stock_boto3(local_runtime, local_conn, tmp_path):
+    src = _script(tmp_path, "print('hello from the job')\n")
+    op = _operator(local_conn, src, logs=False)
+    name = op.execute(_context("run-logs"))["TrainingJobName"]
+    logs = local_runtime.client("logs")
+    streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs",
+                                        logStreamNamePrefix=f"{name}/")["logStreams"]
+    assert len(streams) == 1 and streams[0]["logStreamName"].startswith(f"{name}/algo-1-")
+    events = logs.get_log_events(logGroupName="/aws/sagemaker/TrainingJobs",
+                                 logStreamName=streams[0]["logStreamName"], startFromHead=True)["events"]
+    assert "hello from the job" in [e["message"] for e in events]
