@@ -18,16 +18,28 @@ export AIRFLOW_CONN_SM_PYTORCH=$(cat <<JSON
 JSON
 )
 .venv/bin/airflow db migrate > "$AIRFLOW_HOME/db-migrate.log" 2>&1
+# The hook starts the runtime on first use (autostart); stop it at the end unless it was already up.
+was_running=no
+if .venv/bin/python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/ping', timeout=1)" 2>/dev/null; then
+  was_running=yes
+fi
+stop_runtime() {
+  if [ "$was_running" = no ] && [ -f "$SM_PYTORCH_LOCAL_ROOT/server.json" ]; then
+    kill "$(.venv/bin/python -c "import json; print(json.load(open('$SM_PYTORCH_LOCAL_ROOT/server.json'))['pid'])")" 2>/dev/null || true
+  fi
+}
+trap stop_runtime EXIT
 echo "Running example_pytorch_train (AIRFLOW_HOME=$AIRFLOW_HOME, runtime root $SM_PYTORCH_LOCAL_ROOT)"
 set +e
 .venv/bin/airflow dags test example_pytorch_train 2>&1 | tee "$AIRFLOW_HOME/dags-test.log" \
-  | grep -E "test_accuracy=|epoch=|landed at|model.tar.gz members|Created training job|Attached|ERROR|Error|state=|failed" 
+  | grep -E "Created training job|Attached to training job|epoch=|test_accuracy=|landed at|members:|DagRun Finished|ERROR|Traceback|JobFailed" \
+  | sed -E 's/^[0-9TZ:.-]+ \[[a-z ]+\] //; s/ +\[airflow[^]]*\].*$//' 
 status=${PIPESTATUS[0]}
 set -e
 if grep -q "DagRun Finished.*state=success" "$AIRFLOW_HOME/dags-test.log"; then
   echo "example_pytorch_train: success. Full log: $AIRFLOW_HOME/dags-test.log"
-  echo "Jobs, logs and models live under $SM_PYTORCH_LOCAL_ROOT (the runtime keeps serving on port $port;"
-  echo "stop it with: kill \$(python3 -c 'import json;print(json.load(open(\"$SM_PYTORCH_LOCAL_ROOT/server.json\"))[\"pid\"])'))"
+  echo "Jobs, logs and models live under $SM_PYTORCH_LOCAL_ROOT; serve them again with"
+  echo "  .venv/bin/airflow-sm-pytorch local serve --root $SM_PYTORCH_LOCAL_ROOT"
   exit 0
 fi
 echo "example_pytorch_train did not succeed (airflow exit $status); full log: $AIRFLOW_HOME/dags-test.log" >&2

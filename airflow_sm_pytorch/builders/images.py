@@ -24,8 +24,9 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from airflow_sm_pytorch.exceptions import SpecError
 
@@ -59,8 +60,11 @@ _IMAGE_RE = re.compile(r"^(.+/)?([^:/]+)(:[^:]+)?$")
 RECIPE_GPU_VERSION, RECIPE_GPU_CONTAINER = "2.4.1", "cu121"
 RECIPE_NEURON_VERSION = "2.1.2"
 
-_SCOPE_FILES = {"neuron": ("pytorch-neuron", "training"), "smp": ("pytorch-smp", "training"),
-                "recipes-neuron": ("hyperpod-recipes-neuron", "training")}
+_SCOPE_FILES = {
+    "neuron": ("pytorch-neuron", "training"),
+    "smp": ("pytorch-smp", "training"),
+    "recipes-neuron": ("hyperpod-recipes-neuron", "training"),
+}
 
 
 @functools.cache
@@ -71,6 +75,10 @@ def _load(name: str) -> dict[str, Any]:
 
 def _supported(label: str, options: Any) -> str:
     return f"Supported {label}(s): {', '.join(options)}."
+
+
+def _unsupported(field: str, value: Any, fix: str) -> SpecError:
+    return SpecError(field, value, fix, problem="is not supported")
 
 
 # ---------------------------------------------------------------------------- regions and names
@@ -109,9 +117,8 @@ def _classify(instance_type: str, available: tuple[str, ...] = ()) -> str:
         return "neuron"
     family = _family(instance_type)
     if not family:
-        raise SpecError("instance_type", instance_type,
-                        "use a SageMaker instance type such as ml.m5.xlarge or ml.g5.xlarge, "
-                        "or local / local_gpu")
+        fix = "use a SageMaker instance type such as ml.m5.xlarge or ml.g5.xlarge, or local / local_gpu"
+        raise SpecError("instance_type", instance_type, fix)
     if family in available:
         return family
     if family.startswith("inf"):
@@ -137,14 +144,12 @@ def _processor(instance_type: str | None, available: list[str] | None, serverles
     if serverless:
         return "cpu"
     if not instance_type:
-        raise SpecError("instance_type", instance_type,
-                        "pass an instance type such as ml.g5.xlarge, or use serverless inference",
-                        problem="is required")
+        fix = "pass an instance type such as ml.g5.xlarge, or use serverless inference"
+        raise SpecError("instance_type", instance_type, fix, problem="is required")
     processor = _classify(instance_type, tuple(available))
     if processor not in available:
-        raise SpecError("instance_type", instance_type,
-                        f"this image has no {processor} variant. {_supported('processor', available)}",
-                        problem="is not supported")
+        fix = f"this image has no {processor} variant. {_supported('processor', available)}"
+        raise _unsupported("instance_type", instance_type, fix)
     return processor
 
 
@@ -160,8 +165,8 @@ def _scope_config(name: str, scope: str, accelerator_type: str | None) -> dict[s
     config = _load(name)
     if accelerator_type:
         if not accelerator_type.startswith("ml.eia") and accelerator_type != "local_sagemaker_notebook":
-            raise SpecError("accelerator_type", accelerator_type,
-                            "use an Elastic Inference type such as ml.eia2.medium")
+            fix = "use an Elastic Inference type such as ml.eia2.medium"
+            raise SpecError("accelerator_type", accelerator_type, fix)
         scope = "eia"
     if len(config) == 1:  # a config with one scope serves every scope
         scope = next(iter(config))
@@ -173,8 +178,7 @@ def _check_version(framework: str, version: str, config: Mapping[str, Any]) -> s
     if len(keys) == 1 and version not in aliases:
         return keys[0]
     if version not in keys and version not in aliases:
-        raise SpecError("framework_version", version,
-                        _supported(f"{framework} version", keys + aliases), problem="is not supported")
+        raise _unsupported("framework_version", version, _supported(f"{framework} version", keys + aliases))
     return version
 
 
@@ -187,8 +191,7 @@ def _check_py(py_version: str | None, entry: Mapping[str, Any], strict: bool) ->
             return available[0]
         raise SpecError("py_version", None, _supported("Python version", available), problem="is required")
     if py_version not in available:
-        raise SpecError("py_version", py_version, _supported("Python version", available),
-                        problem="is not supported")
+        raise _unsupported("py_version", py_version, _supported("Python version", available))
     return py_version
 
 
@@ -206,10 +209,20 @@ def supported_versions(scope: str = "training") -> list[str]:
 
 
 # ---------------------------------------------------------------------------- the resolver
-def _retrieve(framework: str, region: str, version: str, py_version: str | None,
-              instance_type: str | None, scope: str, *, accelerator_type: str | None = None,
-              serverless: bool = False, container_version: str | None = None,
-              distribution: Mapping[str, Any] | None = None, strict_py: bool = True) -> str:
+def _retrieve(
+    framework: str,
+    region: str,
+    version: str,
+    py_version: str | None,
+    instance_type: str | None,
+    scope: str,
+    *,
+    accelerator_type: str | None = None,
+    serverless: bool = False,
+    container_version: str | None = None,
+    distribution: Mapping[str, Any] | None = None,
+    strict_py: bool = True,
+) -> str:
     family = _family(instance_type)
     name, inference_tool = framework, None
     if framework == "pytorch":
@@ -219,30 +232,29 @@ def _retrieve(framework: str, region: str, version: str, py_version: str | None,
             scope = "inference_graviton"
     elif family in _GRAVITON_FAMILIES or "trn" in (instance_type or ""):
         hardware = "Graviton" if family in _GRAVITON_FAMILIES else "Trainium"
-        raise SpecError("instance_type", instance_type,
-                        f"{framework} images do not support {hardware} instances", problem="is not supported")
+        raise _unsupported("instance_type", instance_type, f"{framework} images have no {hardware} variant")
     config = _scope_config(name, scope, accelerator_type)
     version = _check_version(framework, version, config)
     entry = config["versions"][config.get("version_aliases", {}).get(version, version)]
     py = _check_py(py_version, entry, strict_py)
     registries = entry["registries"]
     if region not in registries:
-        raise SpecError("region", region, _supported("region", registries), problem="is not supported")
+        raise _unsupported("region", region, _supported("region", registries))
     repo = entry["repository"]
     processor = _processor(instance_type, config.get("processors") or entry.get("processors"), serverless)
     if entry.get("container_version"):
         if processor not in entry["container_version"]:
-            raise SpecError("instance_type", instance_type, _supported("processor", entry["container_version"]),
-                            problem="is not supported")
+            raise _unsupported(
+                "instance_type", instance_type, _supported("processor", entry["container_version"])
+            )
         container_version = entry["container_version"][processor]
     if repo in _NEURON_REPOS:  # latest SDK version, compared as strings like the SDK does
         container_version = f"{max(entry['sdk_versions'])}-{container_version}"
     if repo == f"{framework}-inference-graviton":
         container_version = f"{container_version}-sagemaker"
     if framework == "pytorch" and family == "p2" and _version_tuple(version) >= (1, 13):
-        raise SpecError("instance_type", instance_type,
-                        "P2 instances are deprecated for PyTorch 1.13 and later; use a newer GPU type "
-                        "such as ml.g5 or ml.p3", problem="is not supported")
+        fix = "P2 instances are deprecated for PyTorch 1.13 and later; use e.g. ml.g5 or ml.p3"
+        raise _unsupported("instance_type", instance_type, fix)
     tag_prefix = entry.get("tag_prefix", version)
     tag = "-".join(x for x in (tag_prefix, inference_tool or processor, py, container_version) if x)
     if instance_type is not None and (family == "p4d" or (distribution and "smdistributed" in distribution)):
@@ -259,22 +271,39 @@ def _uses_smp(distribution: Mapping[str, Any] | None) -> bool:
 
 
 # ---------------------------------------------------------------------------- public API
-def training_image_uri(*, framework_version: str, py_version: str | None, instance_type: str, region: str,
-                       distribution: Mapping[str, Any] | None = None) -> str:
+def training_image_uri(
+    *,
+    framework_version: str,
+    py_version: str | None,
+    instance_type: str,
+    region: str,
+    distribution: Mapping[str, Any] | None = None,
+) -> str:
     """Training image (``get_training_image_uri``). ``distribution``, when given, may select the SMP image
     (``torch_distributed`` + ``smdistributed.modelparallel``) or the 1.6 ``smdistributed`` suffix."""
     if _uses_smp(distribution):
-        return smp_image_uri(framework_version=framework_version, py_version=py_version,
-                             instance_type=instance_type, region=region)
-    return _retrieve("pytorch", region, framework_version, py_version, instance_type, "training",
-                     distribution=distribution)
+        return smp_image_uri(
+            framework_version=framework_version,
+            py_version=py_version,
+            instance_type=instance_type,
+            region=region,
+        )
+    args = (region, framework_version, py_version, instance_type)
+    return _retrieve("pytorch", *args, "training", distribution=distribution)
 
 
-def inference_image_uri(*, framework_version: str, py_version: str | None, instance_type: str | None,
-                        region: str, accelerator_type: str | None = None, serverless: bool = False) -> str:
+def inference_image_uri(
+    *,
+    framework_version: str,
+    py_version: str | None,
+    instance_type: str | None,
+    region: str,
+    accelerator_type: str | None = None,
+    serverless: bool = False,
+) -> str:
     """Serving image (``PyTorchModel.serving_image_uri``): inference, Graviton, EIA or serverless (cpu)."""
-    return _retrieve("pytorch", region, framework_version, py_version, instance_type, "inference",
-                     accelerator_type=accelerator_type, serverless=serverless)
+    args = (region, framework_version, py_version, instance_type, "inference")
+    return _retrieve("pytorch", *args, accelerator_type=accelerator_type, serverless=serverless)
 
 
 def smp_image_uri(*, framework_version: str, py_version: str | None, instance_type: str, region: str) -> str:
@@ -285,17 +314,18 @@ def smp_image_uri(*, framework_version: str, py_version: str | None, instance_ty
         container = "cu121"
     else:
         container = "cu118"
-    return _retrieve("pytorch-smp", region, framework_version, py_version, instance_type, "training",
-                     container_version=container)
+    args = (region, framework_version, py_version, instance_type, "training")
+    return _retrieve("pytorch-smp", *args, container_version=container)
 
 
 def recipe_gpu_image_uri(*, region: str) -> str:
     """HyperPod recipe GPU image: ``pytorch-smp`` 2.4.1, container ``cu121``."""
-    return _retrieve("pytorch-smp", region, RECIPE_GPU_VERSION, None, None, "training",
-                     container_version=RECIPE_GPU_CONTAINER, strict_py=False)
+    args = (region, RECIPE_GPU_VERSION, None, None, "training")
+    return _retrieve("pytorch-smp", *args, container_version=RECIPE_GPU_CONTAINER, strict_py=False)
 
 
 def recipe_neuron_image_uri(*, region: str) -> str:
     """HyperPod recipe Trainium image: ``hyperpod-recipes-neuron`` 2.1.2."""
-    return _retrieve("hyperpod-recipes-neuron", region, RECIPE_NEURON_VERSION, None, None, "training",
-                     strict_py=False)
+    return _retrieve(
+        "hyperpod-recipes-neuron", region, RECIPE_NEURON_VERSION, None, None, "training", strict_py=False
+    )

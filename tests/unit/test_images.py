@@ -29,11 +29,15 @@ MP = {"torch_distributed": {"enabled": True}, "smdistributed": {"modelparallel":
 
 
 def train(version="2.3.0", py="py311", instance="ml.p3.2xlarge", region="us-west-2", **kw):
-    return training_image_uri(framework_version=version, py_version=py, instance_type=instance, region=region, **kw)
+    return training_image_uri(
+        framework_version=version, py_version=py, instance_type=instance, region=region, **kw
+    )
 
 
 def infer(version="2.3.0", py="py311", instance="ml.g4dn.xlarge", region="us-west-2", **kw):
-    return inference_image_uri(framework_version=version, py_version=py, instance_type=instance, region=region, **kw)
+    return inference_image_uri(
+        framework_version=version, py_version=py, instance_type=instance, region=region, **kw
+    )
 
 
 # ----------------------------------------------------------------------------- verified URIs (contract §3)
@@ -44,12 +48,27 @@ def infer(version="2.3.0", py="py311", instance="ml.g4dn.xlarge", region="us-wes
         ("us-west-2", f"{DLC}.dkr.ecr.us-west-2.amazonaws.com/pytorch-training:2.3.0-gpu-py311"),
         ("eu-west-1", f"{DLC}.dkr.ecr.eu-west-1.amazonaws.com/pytorch-training:2.3.0-gpu-py311"),
         ("cn-north-1", "727897471807.dkr.ecr.cn-north-1.amazonaws.com.cn/pytorch-training:2.3.0-gpu-py311"),
-        ("cn-northwest-1", "727897471807.dkr.ecr.cn-northwest-1.amazonaws.com.cn/pytorch-training:2.3.0-gpu-py311"),
-        ("us-gov-west-1", "442386744353.dkr.ecr.us-gov-west-1.amazonaws.com/pytorch-training:2.3.0-gpu-py311"),
-        ("us-gov-east-1", "446045086412.dkr.ecr.us-gov-east-1.amazonaws.com/pytorch-training:2.3.0-gpu-py311"),
+        (
+            "cn-northwest-1",
+            "727897471807.dkr.ecr.cn-northwest-1.amazonaws.com.cn/pytorch-training:2.3.0-gpu-py311",
+        ),
+        (
+            "us-gov-west-1",
+            "442386744353.dkr.ecr.us-gov-west-1.amazonaws.com/pytorch-training:2.3.0-gpu-py311",
+        ),
+        (
+            "us-gov-east-1",
+            "446045086412.dkr.ecr.us-gov-east-1.amazonaws.com/pytorch-training:2.3.0-gpu-py311",
+        ),
         ("us-iso-east-1", "886529160074.dkr.ecr.us-iso-east-1.c2s.ic.gov/pytorch-training:2.3.0-gpu-py311"),
-        ("us-isob-east-1", "094389454867.dkr.ecr.us-isob-east-1.sc2s.sgov.gov/pytorch-training:2.3.0-gpu-py311"),
-        ("us-isof-south-1", "454834333376.dkr.ecr.us-isof-south-1.csp.hci.ic.gov/pytorch-training:2.3.0-gpu-py311"),
+        (
+            "us-isob-east-1",
+            "094389454867.dkr.ecr.us-isob-east-1.sc2s.sgov.gov/pytorch-training:2.3.0-gpu-py311",
+        ),
+        (
+            "us-isof-south-1",
+            "454834333376.dkr.ecr.us-isof-south-1.csp.hci.ic.gov/pytorch-training:2.3.0-gpu-py311",
+        ),
         ("af-south-1", "626614931356.dkr.ecr.af-south-1.amazonaws.com/pytorch-training:2.3.0-gpu-py311"),
         ("il-central-1", "780543022126.dkr.ecr.il-central-1.amazonaws.com/pytorch-training:2.3.0-gpu-py311"),
     ],
@@ -59,11 +78,17 @@ def test_training_2_3_0_gpu_per_region(region, expected):
 
 
 def test_training_cpu_instance():
-    assert train(instance="ml.c5.xlarge") == f"{DLC}.dkr.ecr.us-west-2.amazonaws.com/pytorch-training:2.3.0-cpu-py311"
+    assert (
+        train(instance="ml.c5.xlarge")
+        == f"{DLC}.dkr.ecr.us-west-2.amazonaws.com/pytorch-training:2.3.0-cpu-py311"
+    )
 
 
 def test_legacy_sagemaker_pytorch_repository():
-    assert train(version="1.1.0", py="py3") == "520713654638.dkr.ecr.us-west-2.amazonaws.com/sagemaker-pytorch:1.1.0-gpu-py3"
+    assert (
+        train(version="1.1.0", py="py3")
+        == "520713654638.dkr.ecr.us-west-2.amazonaws.com/sagemaker-pytorch:1.1.0-gpu-py3"
+    )
 
 
 def test_latest_training_version():
@@ -113,8 +138,12 @@ def test_trainium_region_not_in_neuron_config():
 
 
 def test_p4d_and_smdistributed_suffix_only_for_1_6():
-    assert train(version="1.6.0", py="py3", instance="ml.p4d.24xlarge").endswith(":1.6.0-gpu-py3-cu110-ubuntu18.04")
-    assert train(version="1.6", py="py36", instance="ml.p4d.24xlarge").endswith(":1.6-gpu-py36-cu110-ubuntu18.04-v3")
+    assert train(version="1.6.0", py="py3", instance="ml.p4d.24xlarge").endswith(
+        ":1.6.0-gpu-py3-cu110-ubuntu18.04"
+    )
+    assert train(version="1.6", py="py36", instance="ml.p4d.24xlarge").endswith(
+        ":1.6-gpu-py36-cu110-ubuntu18.04-v3"
+    )
     dp = {"smdistributed": {"dataparallel": {"enabled": True}}}
     assert train(version="1.6.0", py="py36", instance="ml.p3.16xlarge", distribution=dp).endswith(
         ":1.6.0-gpu-py36-cu110-ubuntu18.04"
@@ -127,25 +156,41 @@ def test_p4d_and_smdistributed_suffix_only_for_1_6():
 def test_smp_images():
     base = f"{SMP}.dkr.ecr.us-west-2.amazonaws.com/smdistributed-modelparallel"
     kw = {"instance_type": "ml.p5.48xlarge", "region": "us-west-2"}
-    assert smp_image_uri(framework_version="2.4.1", py_version="py311", **kw) == f"{base}:2.4.1-gpu-py311-cu121"
-    assert smp_image_uri(framework_version="2.5.1", py_version="py311", **kw) == f"{base}:2.5.1-gpu-py311-cu124"
-    assert smp_image_uri(framework_version="2.2.0", py_version="py310", **kw) == f"{base}:2.2.0-gpu-py310-cu121"
-    assert smp_image_uri(framework_version="2.0.1", py_version="py310", instance_type="ml.p4d.24xlarge",
-                         region="us-west-2") == f"{base}:2.0.1-gpu-py310-cu118"
+    assert (
+        smp_image_uri(framework_version="2.4.1", py_version="py311", **kw) == f"{base}:2.4.1-gpu-py311-cu121"
+    )
+    assert (
+        smp_image_uri(framework_version="2.5.1", py_version="py311", **kw) == f"{base}:2.5.1-gpu-py311-cu124"
+    )
+    assert (
+        smp_image_uri(framework_version="2.2.0", py_version="py310", **kw) == f"{base}:2.2.0-gpu-py310-cu121"
+    )
+    assert (
+        smp_image_uri(
+            framework_version="2.0.1", py_version="py310", instance_type="ml.p4d.24xlarge", region="us-west-2"
+        )
+        == f"{base}:2.0.1-gpu-py310-cu118"
+    )
 
 
 def test_smp_2_3_0_with_py311_is_rejected():
     with pytest.raises(SpecError) as err:
-        smp_image_uri(framework_version="2.3.0", py_version="py311", instance_type="ml.p5.48xlarge", region="us-west-2")
+        smp_image_uri(
+            framework_version="2.3.0", py_version="py311", instance_type="ml.p5.48xlarge", region="us-west-2"
+        )
     assert err.value.field == "py_version" and "py310" in err.value.fix
 
 
 def test_smp_rejects_cpu_and_unsupported_region():
     with pytest.raises(SpecError) as err:
-        smp_image_uri(framework_version="2.4.1", py_version="py311", instance_type="ml.c5.xlarge", region="us-west-2")
+        smp_image_uri(
+            framework_version="2.4.1", py_version="py311", instance_type="ml.c5.xlarge", region="us-west-2"
+        )
     assert err.value.field == "instance_type"
     with pytest.raises(SpecError) as err:
-        smp_image_uri(framework_version="2.4.1", py_version="py311", instance_type="ml.p5.48xlarge", region="af-south-1")
+        smp_image_uri(
+            framework_version="2.4.1", py_version="py311", instance_type="ml.p5.48xlarge", region="af-south-1"
+        )
     assert err.value.field == "region"
 
 
@@ -168,19 +213,31 @@ def test_recipe_images(region):
 
 
 def test_recipe_neuron_ca_west():
-    assert recipe_neuron_image_uri(region="ca-west-1").startswith("204538143572.dkr.ecr.ca-west-1.amazonaws.com/")
+    assert recipe_neuron_image_uri(region="ca-west-1").startswith(
+        "204538143572.dkr.ecr.ca-west-1.amazonaws.com/"
+    )
 
 
 # ----------------------------------------------------------------------------- inference
 def test_inference_images():
     assert infer() == f"{DLC}.dkr.ecr.us-west-2.amazonaws.com/pytorch-inference:2.3.0-gpu-py311"
-    assert infer(version="2.6.0", py="py312") == f"{DLC}.dkr.ecr.us-west-2.amazonaws.com/pytorch-inference:2.6.0-gpu-py312"
-    assert infer(version="2.6", py="py312", instance="ml.m5.xlarge").endswith("/pytorch-inference:2.6-cpu-py312")
-    assert infer(version="1.1.0", py="py3").startswith("520713654638.dkr.ecr.us-west-2.amazonaws.com/sagemaker-pytorch:")
+    assert (
+        infer(version="2.6.0", py="py312")
+        == f"{DLC}.dkr.ecr.us-west-2.amazonaws.com/pytorch-inference:2.6.0-gpu-py312"
+    )
+    assert infer(version="2.6", py="py312", instance="ml.m5.xlarge").endswith(
+        "/pytorch-inference:2.6-cpu-py312"
+    )
+    assert infer(version="1.1.0", py="py3").startswith(
+        "520713654638.dkr.ecr.us-west-2.amazonaws.com/sagemaker-pytorch:"
+    )
 
 
 def test_inference_serverless_is_cpu():
-    assert infer(instance=None, serverless=True) == f"{DLC}.dkr.ecr.us-west-2.amazonaws.com/pytorch-inference:2.3.0-cpu-py311"
+    assert (
+        infer(instance=None, serverless=True)
+        == f"{DLC}.dkr.ecr.us-west-2.amazonaws.com/pytorch-inference:2.3.0-cpu-py311"
+    )
     assert infer(instance="ml.g5.xlarge", serverless=True).endswith(":2.3.0-cpu-py311")
 
 
@@ -193,7 +250,9 @@ def test_inference_without_instance_type():
 def test_inference_training_only_version():
     with pytest.raises(SpecError) as err:
         infer(version="2.8.0", py="py312")
-    assert err.value.field == "framework_version" and "2.6.0" in err.value.fix and "2.8.0" not in err.value.fix
+    assert (
+        err.value.field == "framework_version" and "2.6.0" in err.value.fix and "2.8.0" not in err.value.fix
+    )
 
 
 def test_graviton_inference():
@@ -286,9 +345,21 @@ def test_errors_are_value_errors():
 # ----------------------------------------------------------------------------- helpers
 @pytest.mark.parametrize(
     ("instance_type", "processor"),
-    [("ml.c5.xlarge", "cpu"), ("ml.m5.large", "cpu"), ("ml.p3.2xlarge", "gpu"), ("ml.g5.xlarge", "gpu"),
-     ("ml.p4d.24xlarge", "gpu"), ("ml.p5.48xlarge", "gpu"), ("ml.trn1.32xlarge", "trn"), ("ml.trn1n.32xlarge", "trn"),
-     ("ml.inf2.xlarge", "inf"), ("ml.c6g.xlarge", "cpu"), ("local", "cpu"), ("local_gpu", "gpu"), (None, "cpu")],
+    [
+        ("ml.c5.xlarge", "cpu"),
+        ("ml.m5.large", "cpu"),
+        ("ml.p3.2xlarge", "gpu"),
+        ("ml.g5.xlarge", "gpu"),
+        ("ml.p4d.24xlarge", "gpu"),
+        ("ml.p5.48xlarge", "gpu"),
+        ("ml.trn1.32xlarge", "trn"),
+        ("ml.trn1n.32xlarge", "trn"),
+        ("ml.inf2.xlarge", "inf"),
+        ("ml.c6g.xlarge", "cpu"),
+        ("local", "cpu"),
+        ("local_gpu", "gpu"),
+        (None, "cpu"),
+    ],
 )
 def test_processor_for(instance_type, processor):
     assert processor_for(instance_type) == processor
@@ -296,14 +367,16 @@ def test_processor_for(instance_type, processor):
 
 @pytest.mark.parametrize(
     ("region", "partition", "host"),
-    [("us-east-1", "aws", "ecr.us-east-1.amazonaws.com"),
-     ("il-central-1", "aws", "ecr.il-central-1.amazonaws.com"),
-     ("cn-north-1", "aws-cn", "ecr.cn-north-1.amazonaws.com.cn"),
-     ("us-gov-west-1", "aws-us-gov", "ecr.us-gov-west-1.amazonaws.com"),
-     ("us-iso-east-1", "aws-iso", "ecr.us-iso-east-1.c2s.ic.gov"),
-     ("us-isob-east-1", "aws-iso-b", "ecr.us-isob-east-1.sc2s.sgov.gov"),
-     ("us-isof-east-1", "aws-iso-f", "ecr.us-isof-east-1.csp.hci.ic.gov"),
-     ("eu-isoe-west-1", "aws-iso-e", "ecr.eu-isoe-west-1.cloud.adc-e.uk")],
+    [
+        ("us-east-1", "aws", "ecr.us-east-1.amazonaws.com"),
+        ("il-central-1", "aws", "ecr.il-central-1.amazonaws.com"),
+        ("cn-north-1", "aws-cn", "ecr.cn-north-1.amazonaws.com.cn"),
+        ("us-gov-west-1", "aws-us-gov", "ecr.us-gov-west-1.amazonaws.com"),
+        ("us-iso-east-1", "aws-iso", "ecr.us-iso-east-1.c2s.ic.gov"),
+        ("us-isob-east-1", "aws-iso-b", "ecr.us-isob-east-1.sc2s.sgov.gov"),
+        ("us-isof-east-1", "aws-iso-f", "ecr.us-isof-east-1.csp.hci.ic.gov"),
+        ("eu-isoe-west-1", "aws-iso-e", "ecr.eu-isoe-west-1.cloud.adc-e.uk"),
+    ],
 )
 def test_partition_and_hostname(region, partition, host):
     assert partition_for(region) == partition
@@ -312,11 +385,13 @@ def test_partition_and_hostname(region, partition, host):
 
 @pytest.mark.parametrize(
     ("image", "base"),
-    [(f"{DLC}.dkr.ecr.us-west-2.amazonaws.com/pytorch-training:2.3.0-gpu-py311", "pytorch-training"),
-     (f"{DLC}.dkr.ecr.us-west-2.amazonaws.com/pytorch-inference:2.3.0-gpu-py311", "pytorch-inference"),
-     ("123.dkr.ecr.us-east-1.amazonaws.com/team/my-image:latest", "my-image"),
-     ("my-image", "my-image"),
-     ("localhost:5000/img", "img")],
+    [
+        (f"{DLC}.dkr.ecr.us-west-2.amazonaws.com/pytorch-training:2.3.0-gpu-py311", "pytorch-training"),
+        (f"{DLC}.dkr.ecr.us-west-2.amazonaws.com/pytorch-inference:2.3.0-gpu-py311", "pytorch-inference"),
+        ("123.dkr.ecr.us-east-1.amazonaws.com/team/my-image:latest", "my-image"),
+        ("my-image", "my-image"),
+        ("localhost:5000/img", "img"),
+    ],
 )
 def test_base_name_from_image(image, base):
     assert base_name_from_image(image) == base
@@ -362,6 +437,16 @@ def test_registry_facts():
 
 def test_imports_stdlib_only():
     tree = ast.parse(Path(images.__file__).read_text())
-    roots = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    roots |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-    assert roots <= {"__future__", "functools", "json", "re", "pathlib", "typing", "airflow_sm_pytorch"}
+    roots = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    roots |= {
+        node.module.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module
+    }
+    stdlib = {"__future__", "collections", "functools", "json", "re", "pathlib", "typing"}
+    assert roots <= stdlib | {"airflow_sm_pytorch"}
