@@ -127,8 +127,8 @@ class SageMakerPyTorchHook(AwsBaseHook):
             if self.is_local and service in ("sagemaker", "logs"):
                 self.ensure_local_runtime()
             config = Config(retries={"mode": "standard", "max_attempts": 10})
-            if self.config is not None:
-                config = self.config.merge(config)
+            if self.config is not None:  # the connection's botocore config wins over our defaults
+                config = config.merge(self.config)
             self._clients[service] = self.get_session(region_name=self.region).client(
                 service_name=service,
                 endpoint_url=self.conn_config.get_service_endpoint_url(service),
