@@ -7,7 +7,6 @@ CreateTrainingJob call (runtime) or just before ``Popen`` (direct). Target: over
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import statistics

@@ -100,7 +100,6 @@ with DAG(
         import tarfile
         import tempfile
 
-        import numpy as np
         import torch
 
         from airflow_sm_pytorch import SageMakerPyTorchHook

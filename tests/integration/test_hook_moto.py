@@ -7,7 +7,7 @@ import pytest
 from airflow_sm_pytorch.exceptions import RequestRejected, SpecError
 from airflow_sm_pytorch.hooks.sagemaker_pytorch import SageMakerPyTorchHook
 from airflow_sm_pytorch.specs import TrainingSpec
-from tests.integration.conftest import boto_client
+from tests.conftest import boto_client
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 

@@ -8,8 +8,6 @@ import io
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -445,45 +443,14 @@ def test_max_runtime_sends_sigterm_and_keeps_what_the_script_saved(tmp_path):
 
 
 # ------------------------------------------------------------------ real torch over S3 (moto)
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def moto_s3(tmp_path_factory):
+def moto_s3(moto_url):
     import boto3
 
-    port = _free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=log,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("moto_server did not start") from None
-            time.sleep(0.1)
-    client = boto3.client(
-        "s3",
-        endpoint_url=f"http://127.0.0.1:{port}",
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    client = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
     client.create_bucket(Bucket="bkt")
-    yield client
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=10)
-    log.close()
+    return client
 
 
 def test_real_torch_training_on_s3_with_metrics_and_checkpoints(tmp_path, moto_s3):

@@ -37,6 +37,3 @@ def succeeded(proc: subprocess.CompletedProcess) -> bool:
     out = proc.stdout + proc.stderr
     return proc.returncode == 0 and "state=success" in out and "state=failed" not in out
 
-
-# moto in server mode, shared with the integration tests
-from tests.integration.conftest import free_port, moto_reset, moto_url  # noqa: E402,F401

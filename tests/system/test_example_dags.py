@@ -8,7 +8,8 @@ import signal
 import subprocess
 import sys
 
-from tests.system.conftest import ROOT, dags_test, free_port, succeeded
+from tests.conftest import free_port
+from tests.system.conftest import ROOT, dags_test, succeeded
 
 
 def test_dags_folder_has_no_import_errors(airflow_env):

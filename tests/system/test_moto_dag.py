@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.integration.conftest import boto_client
+from tests.conftest import boto_client
 from tests.system.conftest import ROOT, dags_test, succeeded
 
 

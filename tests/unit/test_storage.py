@@ -4,52 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from airflow_sm_pytorch.storage import Storage, parse_uri
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint(tmp_path_factory):
-    exe = Path(sys.executable).with_name("moto_server")
-    port = _free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
-    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("moto_server did not start") from None
-            time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
-    log.close()
-
-
 @pytest.fixture()
-def s3(moto_endpoint):
+def s3(moto_url):
     import boto3
 
     client = boto3.client(
         "s3",
-        endpoint_url=moto_endpoint,
+        endpoint_url=moto_url,
         region_name="us-east-1",
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
@@ -181,8 +151,8 @@ def test_s3_upload_file_tree_and_download_file(s3, tmp_path):
         st.upload_bytes(b"x", f"s3://{bucket}/")
 
 
-def test_default_client_is_lazy_and_uses_the_standard_environment(moto_endpoint, monkeypatch, tmp_path):
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_endpoint)
+def test_default_client_is_lazy_and_uses_the_standard_environment(moto_url, monkeypatch, tmp_path):
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_url)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
