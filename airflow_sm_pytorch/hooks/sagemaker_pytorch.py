@@ -29,7 +29,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -39,41 +39,14 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from airflow_sm_pytorch.exceptions import JobFailed, JobTimeout, RequestRejected, SpecError
+from airflow_sm_pytorch.hooks.errors import code as _code
+from airflow_sm_pytorch.hooks.errors import is_retryable as _is_retryable
+from airflow_sm_pytorch.hooks.errors import message as _message
+from airflow_sm_pytorch.hooks.logs import LogTailer
 from airflow_sm_pytorch.local import config as local_config
 
 TERMINAL_STATES = frozenset({"Completed", "Failed", "Stopped"})
-LOG_GROUP = "/aws/sagemaker/TrainingJobs"
-_RETRYABLE_CODES = frozenset(
-    {
-        "ThrottlingException",
-        "Throttling",
-        "ThrottledException",
-        "RequestLimitExceeded",
-        "TooManyRequestsException",
-        "ProvisionedThroughputExceededException",
-        "RequestThrottled",
-        "SlowDown",
-        "InternalFailure",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "InternalError",
-    }
-)
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
-
-
-def _is_retryable(err: ClientError) -> bool:
-    code = err.response.get("Error", {}).get("Code", "")
-    status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    return code in _RETRYABLE_CODES or status >= 500
-
-
-def _code(err: ClientError) -> str:
-    return str(err.response.get("Error", {}).get("Code", "Unknown"))
-
-
-def _message(err: ClientError) -> str:
-    return str(err.response.get("Error", {}).get("Message", err))
 
 
 class SageMakerPyTorchHook(AwsBaseHook):
@@ -374,68 +347,6 @@ class SageMakerPyTorchHook(AwsBaseHook):
         raise RequestRejected("Connect", "EndpointUnreachable",
                               f"the local runtime did not answer at {endpoint} within {wait_seconds:.0f}s; "
                               f"see {log_path}")
-
-
-class LogTailer:
-    """Follows every ``<job>/algo-N-*`` stream of a job; no line is lost or repeated.
-
-    Its position (``tokens``) is plain JSON, so a deferred task can carry it across a trigger.
-    """
-
-    def __init__(self, hook: SageMakerPyTorchHook, job_name: str, tokens: dict[str, str] | None = None):
-        self.hook = hook
-        self.job_name = job_name
-        self.tokens: dict[str, str | None] = dict(tokens or {})
-
-    def _streams(self) -> list[str]:
-        names: list[str] = []
-        params: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamNamePrefix": f"{self.job_name}/"}
-        logs = self.hook.client("logs")
-        while True:
-            try:
-                page = logs.describe_log_streams(**params)
-            except ClientError as err:
-                if _code(err) == "ResourceNotFoundException" or _is_retryable(err):
-                    return names
-                raise RequestRejected("DescribeLogStreams", _code(err), _message(err)) from err
-            names += [s["logStreamName"] for s in page.get("logStreams", [])]
-            if not page.get("nextToken"):
-                return sorted(names)
-            params["nextToken"] = page["nextToken"]
-
-    def poll(self) -> Iterator[str]:
-        streams = self._streams()
-        for stream in streams:
-            self.tokens.setdefault(stream, None)
-        many = len(self.tokens) > 1
-        for stream in sorted(self.tokens):
-            host = stream.split("/", 1)[-1]
-            for message in self._events(stream):
-                yield f"[{host}] {message}" if many else message
-
-    def _events(self, stream: str) -> Iterator[str]:
-        logs = self.hook.client("logs")
-        while True:
-            token = self.tokens.get(stream)
-            params: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamName": stream, "startFromHead": True}
-            if token:
-                params["nextToken"] = token
-            try:
-                page = logs.get_log_events(**params)
-            except ClientError as err:
-                if _is_retryable(err) or _code(err) == "ResourceNotFoundException":
-                    return
-                raise RequestRejected("GetLogEvents", _code(err), _message(err)) from err
-            for event in page.get("events", []):
-                yield event["message"].rstrip("\n")
-            next_token = page.get("nextForwardToken")
-            self.tokens[stream] = next_token
-            if not page.get("events") or next_token == token:
-                return
-
-    def drain(self) -> Iterator[str]:
-        """After the job ended: everything still unread (SageMaker flushes the last lines late)."""
-        yield from self.poll()
 
 
 def check_training_outcome(desc: dict[str, Any]) -> None:
