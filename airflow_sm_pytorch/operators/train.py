@@ -38,6 +38,9 @@ class PyTorchTrainOperator(BaseOperator):
     ``hyperparameters``, ``instance_type``, ``framework_version`` …) plus ``inputs`` and ``job_name`` as
     in ``fit``; all of them are templated and shown as one JSON object (``estimator``) in the UI.
 
+    Jinja renders templates to strings: give the DAG ``render_template_as_native_obj=True`` so that
+    templated hyperparameters stay numbers, as the SDK would send them.
+
     The job name is deterministic for the task instance (dag, task, run, map index; not the try), so a
     retried or cleared task re-attaches to its job instead of starting a second one; pass ``job_name``
     to choose it yourself. ``on_kill`` stops the job.
@@ -45,7 +48,8 @@ class PyTorchTrainOperator(BaseOperator):
     :param aws_conn_id: the AWS connection: AWS itself, or the local runtime (see the README).
     :param region_name: overrides the connection's region.
     :param wait: wait for the job to end (the SDK's ``fit(wait=...)``).
-    :param logs: stream the job's CloudWatch logs into the task log while waiting.
+    :param logs: stream the job's CloudWatch logs into the task log while waiting (``True``/``"All"``),
+        or not (``False``/``"None"``), as ``fit(logs=...)``.
     :param poll_interval: seconds between status checks.
     :param max_ingestion_time: give up waiting after this many seconds (the job keeps running).
     :param spec: a :class:`TrainingSpec` (or dict) to start from; keyword arguments override it.
@@ -64,7 +68,7 @@ class PyTorchTrainOperator(BaseOperator):
         aws_conn_id: str | None = "aws_default",
         region_name: str | None = None,
         wait: bool = True,
-        logs: bool = True,
+        logs: bool | str = True,
         poll_interval: float = 10.0,
         max_ingestion_time: float | None = None,
         spec: TrainingSpec | Mapping[str, Any] | None = None,
@@ -77,7 +81,7 @@ class PyTorchTrainOperator(BaseOperator):
         self.aws_conn_id = aws_conn_id
         self.region_name = region_name
         self.wait = wait
-        self.logs = logs
+        self.logs = logs not in (False, None, "None")
         self.poll_interval = poll_interval
         self.max_ingestion_time = max_ingestion_time
         self.job_name: str | None = None
