@@ -12,14 +12,19 @@ from collections.abc import Iterator
 from typing import Any
 
 MASK = "***"
-_SENSITIVE = re.compile(
-    r"(token|secret|passw(or)?d|private[_-]?key|api[_-]?key|apikey|access[_-]?key|credential|auth)",
-    re.IGNORECASE,
-)
+_WORDS = frozenset({"token", "secret", "password", "passwd", "pwd", "passphrase", "credential",
+                    "credentials", "auth", "authorization", "apikey"})
+_PAIRS = frozenset({("api", "key"), ("access", "key"), ("private", "key"), ("secret", "key")})
+_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
 
 
 def is_sensitive(key: str) -> bool:
-    return bool(_SENSITIVE.search(key))
+    """True for credential-like names: ``hf_token``, ``WANDB_API_KEY``, ``accessToken``, ``db_password``.
+
+    Whole words only, so ``tokenizer`` or ``max_tokens`` stay visible.
+    """
+    words = [w.lower() for w in _SPLIT.split(key) if w]
+    return any(w in _WORDS for w in words) or any(pair in _PAIRS for pair in zip(words, words[1:]))
 
 
 def redact(value: Any) -> Any:
