@@ -120,13 +120,10 @@ def safe_extract(source: TarSource, dest: str | os.PathLike[str]) -> list[str]:
         members = archive.getmembers()
         check_members(members)
         dest_path.mkdir(parents=True, exist_ok=True)
-        if hasattr(tarfile, "data_filter"):
-            try:
-                archive.extractall(dest_path, members=members, filter="data")
-            except tarfile.FilterError as err:  # belt and braces: the pre-check should have caught it
-                raise UnsafeArchive(getattr(err.tarinfo, "name", "?"), str(err)) from err
-        else:  # pragma: no cover - Python < 3.11.4
-            archive.extractall(dest_path, members=members)
+        try:  # the "data" filter exists in every maintained Python (3.10.12+, 3.11.4+)
+            archive.extractall(dest_path, members=members, filter="data")
+        except tarfile.FilterError as err:  # belt and braces: the pre-check should have caught it
+            raise UnsafeArchive(getattr(err.tarinfo, "name", "?"), str(err)) from err
         return [m.name for m in members]
 
 
