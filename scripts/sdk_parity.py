@@ -1,0 +1,278 @@
+"""Off-CI parity check: our CreateTrainingJob requests against the real SageMaker Python SDK's.
+
+What: for each configuration below (the seed example, contracts/sdk-requests.md §1.1 and variations on
+it), build the request twice and compare them:
+
+* the SDK: ``sagemaker.pytorch.PyTorch(**kwargs).fit(inputs, job_name=..., wait=False, logs=False)``
+  with a ``sagemaker.session.Session`` whose boto session is a ``unittest.mock`` stub (region, STS
+  account 123456789012, ``create_training_job`` and the S3 ``upload_file`` captured, the uploaded tar's
+  member names read, sagemaker_config disabled). It runs in a SUBPROCESS under ``--sdk-python``; this
+  script never imports ``sagemaker``;
+* ours: ``builders.training.build_training_plan(TrainingSpec.from_dict(...), Session(region, bucket),
+  job_name=...)``.
+
+Requests must be equal (``==``); uploads must have the same URI, the same member set and the same
+ExtraArgs, except the SDK's ``ExpectedBucketOwner``, which we leave out on purpose (reported in the
+table). Differences are printed as JSON paths with both values. Exit status: 0 when everything matches,
+1 otherwise.
+
+How to run (from the repository root, with the PROJECT venv)::
+
+    python3 -m venv /tmp/smvenv && /tmp/smvenv/bin/pip install -q sagemaker==2.257.6   # once
+    .venv/bin/python scripts/sdk_parity.py --sdk-python /tmp/smvenv/bin/python [--out docs/sdk-parity.txt]
+
+Not part of CI: CI must not install the SDK (the project exists to avoid depending on it), so this is
+run by hand when the builders or the pinned SDK version change; the last result is docs/sdk-parity.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+ACCOUNT = "123456789012"
+JOB = "pytorch-training-2024-01-02-03-04-05-678"
+SRC = "tests/fixtures/builders/src"
+SESSION_KEYS = ("region", "default_bucket", "default_bucket_prefix")
+MISSING = "<absent>"
+
+# Runs under --sdk-python: argv[1] = output file; stdin = [[name, config], ...].
+SDK_RUNNER = r'''
+import importlib.metadata as md, json, logging, sys, tarfile
+from unittest import mock
+import sagemaker
+from sagemaker.inputs import TrainingInput
+from sagemaker.pytorch import PyTorch
+from sagemaker.session import Session
+logging.disable(logging.WARNING)
+ACCOUNT = "123456789012"
+
+def to_inputs(v):
+    if isinstance(v, dict) and "s3_data" in v:
+        return TrainingInput(**v)
+    if isinstance(v, dict):
+        return {k: TrainingInput(**x) if isinstance(x, dict) else x for k, x in v.items()}
+    return v
+
+def run(cfg):
+    cfg = dict(cfg)
+    region, bucket, prefix = (cfg.pop(k, None) for k in ("region", "default_bucket", "default_bucket_prefix"))
+    inputs, job_name = cfg.pop("inputs", None), cfg.pop("job_name")
+    request, uploads = {}, []
+
+    def s3_object(b, k):
+        def upload_file(path, ExtraArgs=None):
+            with tarfile.open(path) as tar:
+                uploads.append({"uri": "s3://%s/%s" % (b, k), "members": tar.getnames(),
+                                "extra_args": ExtraArgs})
+        obj = mock.MagicMock()
+        obj.upload_file.side_effect = upload_file
+        return obj
+
+    s3 = mock.MagicMock()
+    s3.Object.side_effect = s3_object
+    sm = mock.MagicMock()
+    sm.create_training_job.side_effect = lambda **kw: request.update(kw) or {"TrainingJobArn": "arn"}
+    sts = mock.MagicMock()
+    sts.get_caller_identity.return_value = {"Account": ACCOUNT}
+    boto = mock.MagicMock(region_name=region)
+    boto.client.side_effect = lambda name, *a, **kw: {"sts": sts, "sagemaker": sm}.get(name, mock.MagicMock())
+    boto.resource.return_value = s3
+    # The canonical name is left to the SDK to generate (as with no default_bucket argument), so its
+    # default-bucket behaviour (ExpectedBucketOwner) is exercised; any other name is passed explicitly.
+    generated = "sagemaker-%s-%s" % (region, ACCOUNT)
+    session = Session(boto_session=boto, sagemaker_client=sm, sagemaker_runtime_client=mock.MagicMock(),
+                      default_bucket=None if bucket == generated else bucket,
+                      default_bucket_prefix=prefix, sagemaker_config={"SchemaVersion": "1.0"})
+    estimator = PyTorch(sagemaker_session=session, **cfg)
+    estimator.fit(to_inputs(inputs), job_name=job_name, wait=False, logs=False)
+    return {"request": request, "uploads": uploads}
+
+results = {}
+for name, cfg in json.load(sys.stdin):
+    try:
+        results[name] = run(cfg)
+    except Exception as exc:  # reported per configuration
+        results[name] = {"error": "%s: %s" % (type(exc).__name__, exc)}
+dist = md.distribution("sagemaker")
+wheel = (dist.read_text("WHEEL") or "Tag: ?").splitlines()
+tag = next(l.split(": ", 1)[1] for l in wheel if l.startswith("Tag:"))
+meta = {"version": sagemaker.__version__, "wheel": "sagemaker-%s-%s.whl" % (dist.version, tag),
+        "python": sys.version.split()[0]}
+with open(sys.argv[1], "w") as f:
+    json.dump({"meta": meta, "results": results}, f, default=str)
+'''
+
+
+def configurations() -> list[tuple[str, dict[str, Any]]]:
+    """(name, estimator kwargs + inputs + job_name + session keys), all paths relative to ROOT."""
+    seed = yaml.safe_load((ROOT / "tests/fixtures/builders/seed/spec.yaml").read_text(encoding="utf-8"))
+    seed["entry_point"] = f"tests/fixtures/builders/seed/{seed['entry_point']}"
+    base: dict[str, Any] = {
+        "entry_point": "train.py", "source_dir": SRC, "role": f"arn:aws:iam::{ACCOUNT}:role/SageMakerRole",
+        "instance_type": "ml.p3.2xlarge", "instance_count": 1, "framework_version": "2.3.0",
+        "py_version": "py311",
+        "hyperparameters": {"epochs": 10, "lr": 0.01, "model_name": "resnet", "flag": True, "lst": [1, 2]},
+        "inputs": {"train": "s3://my-bucket/train", "test": "s3://my-bucket/test"}, "region": "us-west-2",
+        "job_name": JOB,
+    }
+
+    def variant(**changes: Any) -> dict[str, Any]:
+        cfg = {**base, **changes}
+        cfg.setdefault("default_bucket", f"sagemaker-{cfg['region']}-{ACCOUNT}")
+        return {k: v for k, v in cfg.items() if v is not None}
+
+    key = f"arn:aws:kms:us-west-2:{ACCOUNT}:key"
+    many = dict(
+        instance_type="ml.m5.xlarge", hyperparameters={"epochs": 2}, inputs="s3://my-bucket/data",
+        output_kms_key=f"{key}/output-key", volume_kms_key=f"{key}/volume-key",
+        keep_alive_period_in_seconds=600, max_run=3600, use_spot_instances=True, max_wait=7200,
+        checkpoint_s3_uri="s3://my-bucket/checkpoints", checkpoint_local_path="/opt/ml/checkpoints",
+        max_retry_attempts=3, tags=[{"Key": "team", "Value": "ml"}, {"Key": "project", "Value": "demo"}],
+        subnets=["subnet-0123456789abcdef0"], security_group_ids=["sg-0123456789abcdef0"],
+        environment={"MY_FLAG": "1", "LOG_LEVEL": "debug"},
+        metric_definitions=[{"Name": "train:loss", "Regex": "loss=([0-9\\.]+)"}],
+        disable_profiler=True, encrypt_inter_container_traffic=True)
+    return [
+        ("seed-spec-yaml", {**seed, "job_name": JOB}),
+        ("sdk-1.1-us-west-2", variant()),
+        ("cpu-many-options", variant(**many)),
+        ("cpu-training-input", variant(**{**many, "inputs": {
+            "s3_data": "s3://my-bucket/data", "input_mode": "FastFile", "distribution": "ShardedByS3Key",
+            "content_type": "text/csv"}})),
+        ("china-cn-north-1", variant(region="cn-north-1", instance_type="ml.m5.xlarge",
+                                     role=f"arn:aws-cn:iam::{ACCOUNT}:role/SageMakerRole",
+                                     inputs="s3://my-bucket/data")),
+        ("govcloud-us-gov-east-1", variant(region="us-gov-east-1",
+                                           role=f"arn:aws-us-gov:iam::{ACCOUNT}:role/SageMakerRole")),
+        ("govcloud-us-gov-west-1", variant(region="us-gov-west-1",
+                                           role=f"arn:aws-us-gov:iam::{ACCOUNT}:role/SageMakerRole")),
+        ("network-isolation", variant(enable_network_isolation=True)),
+        ("output-path-other-bucket", variant(output_path="s3://out-bkt/some/prefix",
+                                             output_kms_key=f"{key}/output-key")),
+        ("code-location", variant(output_path="s3://out-bkt/some/prefix",
+                                  code_location="s3://code-bkt/code/prefix")),
+        ("default-bucket-prefix", variant(default_bucket_prefix="team/prefix")),
+        ("explicit-default-bucket", variant(default_bucket="my-team-bucket")),
+        ("trn1-image-uri", variant(instance_type="ml.trn1.32xlarge", framework_version=None, py_version=None,
+                                   image_uri=f"{ACCOUNT}.dkr.ecr.us-west-2.amazonaws.com/my-neuron:latest")),
+        ("dependencies", variant(entry_point="pytorch-train.py", source_dir="tests/fixtures/builders/seed",
+                                 dependencies=[f"{SRC}/utils", f"{SRC}/requirements.txt"])),
+        ("entry-point-only", variant(entry_point=f"{SRC}/train.py", source_dir=None)),
+        ("framework-2.1-alias", variant(framework_version="2.1", py_version="py310")),
+    ]
+
+
+def ours(cfg: dict[str, Any]) -> dict[str, Any]:
+    from airflow_sm_pytorch.builders.training import Session, build_training_plan
+    from airflow_sm_pytorch.specs import TrainingSpec
+
+    data = dict(cfg)
+    session = Session(*(data.pop(k, None) for k in SESSION_KEYS))
+    plan = build_training_plan(TrainingSpec.from_dict(data), session, job_name=data["job_name"])
+    out = plan.to_json()
+    return {"request": out["CreateTrainingJob"],
+            "uploads": [{**u, "extra_args": p.extra_args} for u, p in zip(out["uploads"], plan.uploads)]}
+
+
+def diff(sdk: Any, us: Any, path: str = "$") -> list[tuple[str, Any, Any]]:
+    """[(JSON path, SDK value, our value)] where the two differ; ``<absent>`` for a missing key."""
+    if isinstance(sdk, dict) and isinstance(us, dict):
+        keys = list(sdk) + [k for k in us if k not in sdk]
+        return [d for k in keys for d in diff(sdk.get(k, MISSING), us.get(k, MISSING), f"{path}.{k}")]
+    if isinstance(sdk, list) and isinstance(us, list) and len(sdk) == len(us):
+        return [d for i, (a, b) in enumerate(zip(sdk, us)) for d in diff(a, b, f"{path}[{i}]")]
+    return [] if sdk == us else [(path, sdk, us)]
+
+
+def compare(sdk: dict[str, Any], us: dict[str, Any]) -> tuple[bool, bool, list[str], list[tuple]]:
+    """(request equal, uploads equal, notes, differences)."""
+    diffs = diff(sdk["request"], us["request"], "$.request")
+    same_order = diffs or json.dumps(sdk["request"]) == json.dumps(us["request"])
+    notes = [] if same_order else ["equal, but the key order differs"]
+    uploads_ok = len(sdk["uploads"]) == len(us["uploads"])
+    if not uploads_ok:
+        diffs.append(("$.uploads", [u["uri"] for u in sdk["uploads"]], [u["uri"] for u in us["uploads"]]))
+    for i, (a, b) in enumerate(zip(sdk["uploads"], us["uploads"])):
+        extra = dict(a["extra_args"] or {})
+        owner = extra.pop("ExpectedBucketOwner", None)
+        if owner is not None:
+            notes.append(f"SDK ExpectedBucketOwner={owner} (omitted by us)")
+        for field, x, y in (("uri", a["uri"], b["uri"]), ("extra_args", extra, b["extra_args"]),
+                            ("members", sorted(a["members"]), sorted(b["members"]))):
+            if x != y:
+                uploads_ok = False
+                diffs.append((f"$.uploads[{i}].{field}", x, y))
+    return not diff(sdk["request"], us["request"]), uploads_ok, notes, diffs
+
+
+def report(meta: dict[str, str], rows: list[tuple[str, str, str, str]], details: list[str]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    line = lambda r: ("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3]).rstrip()  # noqa: E731
+    lines = [f"command: .venv/bin/python scripts/sdk_parity.py {' '.join(sys.argv[1:])}",
+             f"SDK: sagemaker {meta['version']} (wheel {meta['wheel']}, python {meta['python']}), "
+             f"job name {JOB}, STS account {ACCOUNT}", "",
+             line(rows[0]), line((*("-" * w for w in widths), "-----"))]
+    lines += [line(r) for r in rows[1:]]
+    if any("ExpectedBucketOwner" in r[3] for r in rows):
+        lines += ["", "ExpectedBucketOwner: the SDK adds it to the sourcedir.tar.gz upload only when the",
+                  "bucket is the SDK-generated default bucket (sagemaker/fw_utils.py L482-484, estimator.py",
+                  "L1121, Session._get_account_id_if_default_bucket); we leave it out on purpose."]
+    return "\n".join(lines + [""] + (details or ["No differences."])) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sdk-python", required=True, help="python of a venv with sagemaker==2.257.6")
+    parser.add_argument("--out", help="also write the report to this file")
+    args = parser.parse_args()
+    os.chdir(ROOT)  # configuration paths are relative to the repository root, for both sides
+    sys.path.insert(0, str(ROOT))
+    configs = configurations()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp, "sdk.json")
+        env = {**os.environ, "SAGEMAKER_SUPPRESS_V2_WARNING": "1", "AWS_EC2_METADATA_DISABLED": "true"}
+        proc = subprocess.run([args.sdk_python, "-c", SDK_RUNNER, str(out)], input=json.dumps(configs),
+                              text=True, capture_output=True, env=env, cwd=ROOT)
+        if proc.returncode != 0 or not out.exists():
+            sys.stderr.write(proc.stderr)
+            return 2
+        sdk_out = json.loads(out.read_text())
+    rows = [("configuration", "request equal?", "uploads equal?", "notes")]
+    details: list[str] = []
+    failed = False
+    for name, cfg in configs:
+        sdk = sdk_out["results"][name]
+        try:
+            us = json.loads(json.dumps(ours(cfg)))
+        except Exception as exc:  # noqa: BLE001 - reported in the table
+            us = {"error": f"{type(exc).__name__}: {exc}"}
+        if "error" in sdk or "error" in us:
+            failed = True
+            errors = f"sdk: {sdk.get('error', 'ok')} | ours: {us.get('error', 'ok')}"
+            rows.append((name, "ERROR", "ERROR", errors))
+            continue
+        req_ok, up_ok, notes, diffs = compare(sdk, us)
+        failed |= not (req_ok and up_ok)
+        rows.append((name, "yes" if req_ok else "NO", "yes" if up_ok else "NO", "; ".join(notes)))
+        if diffs:
+            details.append(f"{name}:")
+            details += [f"  {p}\n    SDK:  {json.dumps(a)}\n    ours: {json.dumps(b)}" for p, a, b in diffs]
+    text = report(sdk_out["meta"], rows, details)
+    sys.stdout.write(text)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
