@@ -58,6 +58,7 @@ class SageMakerPyTorchHook(AwsBaseHook):
         kwargs["client_type"] = "sagemaker"
         super().__init__(*args, **kwargs)
         self._clients: dict[str, Any] = {}
+        self._owner_of_default_bucket: str | None = None  # set when we derived the SDK's default bucket
 
     # ---------------------------------------------------------------- connection settings
     @cached_property
@@ -138,8 +139,9 @@ class SageMakerPyTorchHook(AwsBaseHook):
             bucket = local_config.default_bucket_uri(self.local_runtime["root"], self.region)
         if not bucket:
             bucket = f"sagemaker-{self.region}-{self.account_id}"
+            self._owner_of_default_bucket = self.account_id
         if bucket.startswith("file://"):
-            Path(urllib.parse.urlparse(bucket).path).mkdir(parents=True, exist_ok=True)
+            Path(urllib.parse.unquote(urllib.parse.urlparse(bucket).path)).mkdir(parents=True, exist_ok=True)
             return bucket
         bucket = bucket.removeprefix("s3://").rstrip("/")
         self._ensure_bucket(bucket)
@@ -186,10 +188,22 @@ class SageMakerPyTorchHook(AwsBaseHook):
                 self.log.info("Code archive %s is up to date (sha256 %s); not uploading", upload.uri, digest)
                 continue
             self.log.info("Uploading %s (%d bytes, sha256 %s)", upload.uri, len(data), digest)
-            extra = None if upload.uri.startswith("file://") else upload.extra_args
-            self.storage.upload_bytes(data, upload.uri, extra_args=extra)
+            self.storage.upload_bytes(data, upload.uri, extra_args=self._upload_args(upload))
             uploaded.append(upload.uri)
         return uploaded
+
+    def _upload_args(self, upload: Any) -> dict[str, str] | None:
+        """The plan's ExtraArgs, plus ``ExpectedBucketOwner`` for the SDK-generated default bucket (as the SDK).
+
+        ``plan`` cannot add it offline; here the account is known.
+        """
+        if upload.uri.startswith("file://"):
+            return None
+        extra = dict(upload.extra_args)
+        owner = self._owner_of_default_bucket
+        if owner and upload.uri.startswith(f"s3://{self.default_bucket}/"):
+            extra["ExpectedBucketOwner"] = owner
+        return extra
 
     def submit_training(self, plan: Any) -> tuple[dict[str, Any], bool]:
         """Describe, then create only when the job does not exist: ``(description, created)``.

@@ -96,3 +96,12 @@ def test_upload_data_returns_the_sdk_style_uri(moto_conn, moto_reset, tmp_path):
     assert sorted(_keys(moto_reset, hook.default_bucket)) == ["data/train/a.csv", "data/train/sub/b.csv"]
     assert hook.upload_data(data / "a.csv", key_prefix="one") == \
         "s3://sagemaker-us-east-1-123456789012/one/a.csv"
+
+
+def test_uploads_to_the_generated_default_bucket_name_its_owner_as_the_sdk_does(moto_conn, source_dir):
+    hook = SageMakerPyTorchHook(aws_conn_id=moto_conn)
+    plan = hook.plan_training(_spec(source_dir), job_name="job-owner")
+    assert "ExpectedBucketOwner" not in plan.uploads[0].extra_args  # plan is offline
+    assert hook._upload_args(plan.uploads[0]) == {"ServerSideEncryption": "aws:kms",
+                                                  "ExpectedBucketOwner": "123456789012"}
+    assert hook.upload_plan(plan) == [plan.uploads[0].uri]  # moto accepts the owner check
