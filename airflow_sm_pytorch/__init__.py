@@ -52,6 +52,10 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_sm_pytorch.operators.train"],
             }
         ],
+        "extra-links": [
+            "airflow_sm_pytorch.links.TrainingJobLink",
+            "airflow_sm_pytorch.links.TrainingLogsLink",
+        ],
         "hooks": [
             {
                 "integration-name": "Amazon SageMaker PyTorch",

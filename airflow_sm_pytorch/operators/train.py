@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_sm_pytorch._redact import redact, secrets
+from airflow_sm_pytorch.links import TrainingJobLink, TrainingLogsLink
 from airflow_sm_pytorch.specs import TrainingSpec
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ class PyTorchTrainOperator(BaseOperator):
 
     template_fields = ("estimator", "aws_conn_id", "region_name")
     template_fields_renderers = {"estimator": "json"}
+    operator_extra_links = (TrainingJobLink(), TrainingLogsLink())
     ui_color = "#f5a34b"
 
     def __init__(
@@ -117,6 +119,7 @@ class PyTorchTrainOperator(BaseOperator):
         self.log.info("CreateTrainingJob request:\n%s", json.dumps(redact(plan.request), indent=2))
         description, created = self.hook.submit_training(plan)
         self.log.info("%s training job %s", "Created" if created else "Attached to", self.job_name)
+        self._persist_links(context)
         if self.wait:
             description = self.hook.wait_for_training_job(
                 self.job_name,
@@ -127,6 +130,17 @@ class PyTorchTrainOperator(BaseOperator):
                 mask=hidden,
             )
         return summarize(description, created=created)
+
+    def _persist_links(self, context: Context) -> None:
+        from airflow_sm_pytorch.builders.images import partition_for
+        from airflow_sm_pytorch.links import console_urls, persist
+
+        if self.hook.is_local or not self.do_xcom_push:
+            return
+        urls = console_urls(self.hook.region, partition_for(self.hook.region), self.job_name or "")
+        for url in urls.values():
+            self.log.info("Console: %s", url)
+        persist(context, urls)
 
     def on_kill(self) -> None:
         if self.job_name:

@@ -27,6 +27,7 @@ def test_retry_reattaches_instead_of_submitting_again(airflow_env, moto_reset):
     assert "simulated: the worker died" in output
     assert f"Created training job {name}" in output
     assert f"Attached to training job {name}" in output
+    assert f"Console: https://us-east-1.console.aws.amazon.com/sagemaker/home?region=us-east-1#/jobs/{name}" in output
     # the code was uploaded once, to the SDK's default bucket for moto's account
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="sagemaker-us-east-1-123456789012")["Contents"]]
     assert keys == [f"{name}/source/sourcedir.tar.gz"]
