@@ -22,7 +22,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from airflow_sm_pytorch.local.store import LOG_GROUP, JobExists, Store, process_alive, process_start
+from airflow_sm_pytorch.local.store import (LOG_GROUP, JobExists, Store, kill_process_group, process_alive,
+                                            process_start)
 
 ACCOUNT = "000000000000"
 NOT_FOUND = "Requested resource not found."
@@ -149,7 +150,8 @@ class Api:
         return job
 
     def reap(self, job: dict[str, Any]) -> bool:
-        """Mark an InProgress job whose supervisor is gone (or whose PID was reused) Failed."""
+        """Mark an InProgress job whose supervisor is gone (or whose PID was reused) Failed; first SIGKILL
+        the process group it recorded, if still the same group (nobody else would ever stop the script)."""
         pid = job.get("supervisor_pid")
         if pid is None:
             if time.time() - job["creation_time"] < _LAUNCH_GRACE_S:
@@ -161,7 +163,7 @@ class Api:
             detail = f"(pid {pid}) while the job was InProgress"
         log = self.root / "jobs" / job["name"] / "supervisor.log"
         reason = f"the local runtime's job supervisor exited unexpectedly {detail}; see {log}"
-        return self.store.fail_orphan(job["name"], pid, reason)
+        return self.store.fail_orphan(job["name"], pid, reason, before=kill_process_group)
 
     def reap_all(self) -> int:
         return sum(self.reap(job) for job in self.store.in_progress())

@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     supervisor_pid INTEGER,
     supervisor_start TEXT,
     supervisor_ready INTEGER NOT NULL DEFAULT 0,
-    stop_requested INTEGER NOT NULL DEFAULT 0
+    stop_requested INTEGER NOT NULL DEFAULT 0,
+    process_group INTEGER,
+    process_group_start TEXT
 );
 CREATE TABLE IF NOT EXISTS transitions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -73,6 +76,8 @@ CREATE TABLE IF NOT EXISTS log_events (
 );
 CREATE INDEX IF NOT EXISTS log_events_stream ON log_events (stream, id);
 """
+#: Columns added after the first release: an older ``state.db`` gets them with ALTER TABLE.
+_ADDED_COLUMNS = {"process_group": "INTEGER", "process_group_start": "TEXT"}
 
 TERMINAL = ("Completed", "Failed", "Stopped")
 
@@ -95,6 +100,7 @@ class Store:
         self.path = self.root / "state.db"
         self._local = threading.local()
         self._db().executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
+        self._migrate()
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
@@ -121,6 +127,16 @@ class Store:
 
     def _tx(self) -> Store._Tx:
         return Store._Tx(self._db())
+
+    def _migrate(self) -> None:
+        def missing(db: sqlite3.Connection) -> list[str]:
+            have = {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}
+            return [column for column in _ADDED_COLUMNS if column not in have]
+        if not missing(self._db()):
+            return
+        with self._tx() as db:  # re-checked under the write lock: another process may have just done it
+            for column in missing(db):
+                db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {_ADDED_COLUMNS[column]}")
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -151,6 +167,12 @@ class Store:
                 " supervisor_ready = MAX(supervisor_ready, ?) WHERE name = ?",
                 (pid, start, int(ready), name),
             )
+
+    def set_process_group(self, name: str, pgid: int | None, start: str | None) -> None:
+        """Record the job's running process group (its leader's pid and start time); ``None`` clears it."""
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET process_group = ?, process_group_start = ? WHERE name = ?",
+                       (pgid, start, name))
 
     def get_job(self, name: str) -> dict[str, Any] | None:
         row = self._db().execute("SELECT * FROM jobs WHERE name = ?", (name,)).fetchone()
@@ -241,18 +263,24 @@ class Store:
             db.execute(
                 "UPDATE jobs SET status = ?, secondary_status = ?, failure_reason = ?, model_artifacts = ?,"
                 " final_metrics = ?, training_start_time = ?, training_end_time = ?, training_seconds = ?,"
-                " billable_seconds = ?, last_modified_time = ? WHERE name = ?",
+                " billable_seconds = ?, last_modified_time = ?, process_group = NULL,"
+                " process_group_start = NULL WHERE name = ?",
                 (status, secondary_status, failure_reason, model_artifacts, json.dumps(list(final_metrics)),
                  start, end, seconds, seconds, now, name),
             )
         return True
 
-    def fail_orphan(self, name: str, pid: int | None, reason: str) -> bool:
-        """Mark an InProgress job Failed because its supervisor is gone (only if ``pid`` is still its own)."""
+    def fail_orphan(self, name: str, pid: int | None, reason: str,
+                    before: Callable[[int | None, str | None], None] | None = None) -> bool:
+        """Mark an InProgress job Failed because its supervisor is gone (only if ``pid`` is still its own);
+        ``before(process_group, process_group_start)`` runs first with the group it recorded (or None)."""
         with self._tx() as db:
-            row = db.execute("SELECT status, supervisor_pid FROM jobs WHERE name = ?", (name,)).fetchone()
+            row = db.execute("SELECT status, supervisor_pid, process_group, process_group_start FROM jobs"
+                             " WHERE name = ?", (name,)).fetchone()
             if row is None or row["status"] != "InProgress" or row["supervisor_pid"] != pid:
                 return False
+        if before is not None:
+            before(row["process_group"], row["process_group_start"])
         return self.finish(name, status="Failed", secondary_status="Failed", failure_reason=reason)
 
     # -- logs -------------------------------------------------------------------------------------
@@ -339,6 +367,19 @@ def process_start(pid: int) -> str | None:
         return fields[19]
     except (OSError, IndexError):
         return None
+
+
+def kill_process_group(pgid: int | None, start: str | None) -> bool:
+    """SIGKILL the process group ``pgid`` if its leader (alive or a zombie) is still the process that started
+    at ``start``: a leader that is not yet reaped keeps its pid, so the group cannot be another one then.
+    Without ``/proc`` (no start time to compare) nothing is killed."""
+    if not pgid or start is None or process_start(pgid) != start:
+        return False
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        return False
+    return True
 
 
 def process_alive(pid: int | None, start: str | None) -> bool:

@@ -153,6 +153,14 @@ def main(argv: list[str] | None = None) -> int:
         writer.flush()  # lines logged before a transition are readable before it is
         store.add_transition(name, secondary, message)
 
+    def group(pgid: int | None) -> None:
+        """Record the child's process group (None: it is gone), so that a server that finds this supervisor
+        dead can kill it; best effort: the job goes on if the store cannot take it."""
+        try:
+            store.set_process_group(name, pgid, None if pgid is None else process_start(pgid))
+        except Exception:
+            traceback.print_exc()
+
     outcome: dict[str, Any]
     try:
         from airflow_sm_pytorch.local.training.runner import JobEvents, run_training_job
@@ -160,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
 
         job_dir = root / "jobs" / name
         job_dir.mkdir(parents=True, exist_ok=True)
-        events = JobEvents(log=writer.log, status=status, stop_requested=stop_requested)
+        events = JobEvents(log=writer.log, status=status, stop_requested=stop_requested, started=group,
+                           exited=lambda _pid: group(None))
         result = run_training_job(job["request"], job_dir, events, storage=Storage(),
                                   cache_dir=root / "venvs")
         outcome = {

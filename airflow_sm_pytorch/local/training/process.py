@@ -6,7 +6,9 @@
 * The child runs in its own session/process group. ``should_stop()`` (polled at most every 0.2 s) returning
   a reason sends SIGTERM to the whole group, then SIGKILL after ``grace_period`` seconds.
 * When the main process has exited but descendants still hold the output pipe open, they get 2 s and
-  are then killed (SageMaker tears the whole container down at that point).
+  are then killed (SageMaker tears the whole container down at that point). Whatever is left of the group
+  is SIGKILLed before the main process is reaped (a reaped leader's pid, the group's id, could be reused),
+  so nothing of it outlives ``run_streamed``. ``on_start(pid)`` is told the group (= the child's pid).
 * ``ErrorMessage`` is collected as ``process.watch`` does: from the first line naming a Python error
   class (``_PYTHON_ERRORS_``, ``_MPI_ERRORS_``, ``ExecuteUserScriptError``), every later line, stripped of
   ``" :\\n"``, de-duplicated. The toolkit watches stdout and stderr separately; here they are one stream.
@@ -88,6 +90,18 @@ def _pump(stream: IO[bytes], out: queue.Queue[object]) -> None:
         out.put(_EOF)
 
 
+def _exited(proc: subprocess.Popen) -> bool:
+    """Has the child exited? Without reaping it (``WNOWAIT``): its pid, the group's id, stays taken."""
+    if proc.returncode is not None:
+        return True
+    try:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # reaped by someone else
+        return proc.poll() is not None
+    except AttributeError:  # no waitid on this platform
+        return proc.poll() is not None
+
+
 def _signal_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -103,6 +117,7 @@ def run_streamed(
     on_line: Callable[[str, int], None],
     should_stop: Callable[[], str | None] = lambda: None,
     on_stop: Callable[[str], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
     grace_period: float = 10.0,
     poll_interval: float = 0.2,
 ) -> ProcessResult:
@@ -123,13 +138,13 @@ def run_streamed(
     reader.start()
     stopped: str | None = None
     try:
+        if on_start is not None:
+            on_start(proc.pid)
         stopped = _pump_until_exit(proc, lines, collector, tail, on_line, should_stop, on_stop, grace_period,
                                    poll_interval)
-    except BaseException:  # a callback failed: never leave the job's processes behind
+    finally:  # done, or a callback failed: never leave any of the job's processes behind
         _signal_group(proc.pid, signal.SIGKILL)
         proc.wait()
-        raise
-    proc.wait()
     reader.join(timeout=1)
     if proc.stdout is not None:
         proc.stdout.close()
@@ -167,10 +182,10 @@ def _pump_until_exit(
             collector.feed(line)
             on_line(line, ts)
         now = time.monotonic()
-        rc = proc.poll()
-        if eof and rc is not None:
+        done = _exited(proc)
+        if eof and done:
             break
-        if rc is not None and not eof:
+        if done and not eof:
             if exited_at is None:
                 exited_at = now
             elif now - exited_at > 2.0:

@@ -64,6 +64,9 @@ class JobEvents:
     log: Callable[[str, str, int], None]  # (host, line without newline, timestamp_ms)
     status: Callable[[str, str], None]  # (SecondaryStatus, StatusMessage)
     stop_requested: Callable[[], bool]  # polled about every 0.2 s
+    # A child process (pip or the script) started, in a process group of its own: (its pid = the group's id)
+    started: Callable[[int], None] | None = None
+    exited: Callable[[int], None] | None = None  # (the same pid) it ended, and nothing of its group is left
 
 
 @dataclass
@@ -246,8 +249,20 @@ class _TrainingJob:
 
     def _run(self, argv: Sequence[str], env: dict[str, str],
              on_line: Callable[[str, int], None]) -> ProcessResult:
-        return run_streamed(argv, cwd=self.paths.code, env=env, on_line=on_line, should_stop=self.should_stop,
-                            on_stop=self.on_stop, grace_period=self.grace)
+        pids: list[int] = []
+
+        def on_start(pid: int) -> None:
+            pids.append(pid)
+            if self.events.started is not None:
+                self.events.started(pid)
+
+        try:
+            return run_streamed(argv, cwd=self.paths.code, env=env, on_line=on_line,
+                                should_stop=self.should_stop, on_stop=self.on_stop, on_start=on_start,
+                                grace_period=self.grace)
+        finally:
+            if pids and self.events.exited is not None:
+                self.events.exited(pids[0])
 
     def _install(self, etype: str) -> str:
         """Install requirements / the package; return the interpreter the job runs with."""
