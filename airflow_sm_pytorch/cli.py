@@ -9,8 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-#: The local runtime's documented default port.
-DEFAULT_LOCAL_PORT = 8787
+from airflow_sm_pytorch.local.config import DEFAULT_HOST, DEFAULT_PORT
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,9 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     local = commands.add_parser("local", help="the local SageMaker-compatible runtime")
     local_cmds = local.add_subparsers(dest="local_command", required=True)
     serve = local_cmds.add_parser("serve", help="serve the SageMaker and CloudWatch Logs APIs on this machine")
-    serve.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=DEFAULT_LOCAL_PORT,
-                       help=f"port (default: {DEFAULT_LOCAL_PORT}; 0 picks a free one)")
+    serve.add_argument("--host", default=DEFAULT_HOST, help=f"bind address (default: {DEFAULT_HOST})")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT,
+                       help=f"port (default: {DEFAULT_PORT}; 0 picks a free one)")
     serve.add_argument("--root", default=None, help="data directory (default: the per-user data directory)")
     return parser
 

@@ -17,9 +17,6 @@ from airflow_sm_pytorch.builders.hyperparameters import check_user_hyperparamete
 from airflow_sm_pytorch.builders.naming import validate_job_name
 from airflow_sm_pytorch.exceptions import SpecError
 
-#: Keys of a plan/spec file that are not estimator arguments but describe where the request goes.
-SESSION_KEYS = ("region", "default_bucket", "default_bucket_prefix")
-
 
 # ----------------------------------------------------------------------------------------- URIs
 #: S3 bucket naming rules (3-63 chars: lowercase letters, digits, dots, hyphens; letter/digit at ends).

@@ -141,7 +141,9 @@ class SageMakerPyTorchHook(AwsBaseHook):
             bucket = f"sagemaker-{self.region}-{self.account_id}"
             self._owner_of_default_bucket = self.account_id
         if bucket.startswith("file://"):
-            Path(urllib.parse.unquote(urllib.parse.urlparse(bucket).path)).mkdir(parents=True, exist_ok=True)
+            from airflow_sm_pytorch.storage import parse_uri
+
+            Path(parse_uri(bucket).path).mkdir(parents=True, exist_ok=True)
             return bucket
         bucket = bucket.removeprefix("s3://").rstrip("/")
         self._ensure_bucket(bucket)
@@ -312,10 +314,10 @@ class SageMakerPyTorchHook(AwsBaseHook):
         ``<bucket>/<key_prefix>/<file name>``. ``bucket`` defaults to the default bucket (a ``file://``
         store on the local runtime), so the same DAG code stages data on both backends.
         """
-        base = _bucket_uri(bucket or self.default_bucket)
-        prefix = "/".join(p for p in (self.settings.get("default_bucket_prefix") if bucket is None else None,
-                                      key_prefix.strip("/")) if p)
-        target = f"{base}/{prefix}"
+        parts = [key_prefix.strip("/")]
+        if bucket is None and self.settings.get("default_bucket_prefix"):
+            parts.insert(0, self.settings["default_bucket_prefix"].strip("/"))
+        target = "/".join([_bucket_uri(bucket or self.default_bucket), *filter(None, parts)])
         src = Path(path)
         if src.is_dir():
             for file in sorted(p for p in src.rglob("*") if p.is_file()):
