@@ -133,9 +133,9 @@ def check_limits(encoded: Mapping[str, str], *, added_by_sdk: int = 0) -> None:
         extra = f" ({len(encoded)} given + {added_by_sdk} the SDK adds)" if added_by_sdk else ""
         raise SpecError(
             "hyperparameters",
-            f"{total} entries{extra}",
-            f"SageMaker accepts at most {MAX_HYPERPARAMETERS} hyperparameters in total; pass bulky "
-            "settings as one JSON value or a config file in source_dir instead",
+            dict(encoded),
+            f"SageMaker accepts at most {MAX_HYPERPARAMETERS} hyperparameters in total and this has "
+            f"{total}{extra}; pass bulky settings as one JSON value or a config file in source_dir instead",
             problem="has too many entries",
         )
     for key, value in encoded.items():

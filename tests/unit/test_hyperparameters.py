@@ -53,8 +53,10 @@ def test_not_serialisable_names_key_value_and_fix() -> None:
 
 def test_limits() -> None:
     hp.check_user_hyperparameters({f"k{i}": i for i in range(95)})
-    with pytest.raises(SpecError, match="96 given \\+ 5"):
+    with pytest.raises(SpecError, match="96 given \\+ 5") as err:
         hp.check_user_hyperparameters({f"k{i}": i for i in range(96)})
+    assert err.value.value == {f"k{i}": str(i) for i in range(96)}  # the value, not "101 entries"
+    assert str(err.value).startswith("hyperparameters={'k0': '0'")
     hp.check_user_hyperparameters({"v": "x" * 2498})  # 2,500 with the quotes
     with pytest.raises(SpecError, match="2501 characters") as err:
         hp.check_user_hyperparameters({"v": "x" * 2499})
