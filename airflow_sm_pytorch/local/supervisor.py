@@ -6,8 +6,14 @@ The server starts it in a session of its own (``start_new_session=True``, stdio 
 transitions, every log line, the result) straight into ``state.db``: nothing is lost while no server runs.
 
 Stopping: SIGTERM (sent by StopTrainingJob) only sets a flag that ``stop_requested()`` returns; the
-runner then does SIGTERM -> grace period -> SIGKILL on the job's process group. The store's stop flag is
+runner then does SIGTERM -> grace period -> SIGKILL on every process of the job. The store's stop flag is
 polled too, so a stop that raced the start of this process is not missed.
+
+Confinement: the supervisor is a child subreaper (``PR_SET_CHILD_SUBREAPER``, Linux), so every process the
+job starts stays in its tree even after a double fork or ``setsid``; each run of pip or the script kills
+what it left behind (:mod:`.training.process`), and once the job is over every remaining descendant of
+the supervisor is SIGKILLed and reaped before the job is reported ended. A supervisor killed with SIGKILL
+cannot do that: then the server kills the recorded process group only (a process that left it survives).
 
 Startup cost matters (CreateTrainingJob -> first script line): nothing heavy is imported at module top,
 and boto3 only if an s3:// URI needs it (``Storage`` makes its client on first use).
@@ -118,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from airflow_sm_pytorch.local.store import Store, process_start
+    from airflow_sm_pytorch.local.training.process import enable_subreaper, kill_descendants
+
+    if not enable_subreaper():
+        _say("PR_SET_CHILD_SUBREAPER is not available: orphaned processes of the job may escape its end")
 
     root = Path(args.root)
     store = Store(root)
@@ -189,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
             "failure_reason": "InternalServerError: the local runtime could not run the job: "
             f"{type(exc).__name__}: {exc} (see {root / 'jobs' / name / 'supervisor.log'})",
         }
+    try:
+        kill_descendants()  # the job is over: none of its processes may outlive it
+    except Exception:
+        traceback.print_exc()
     try:
         writer.close()
     finally:
