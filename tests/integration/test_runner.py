@@ -611,3 +611,17 @@ def test_file_uri_source_directory_and_stop_before_start(tmp_path):
         tmp_path, _request("early", src.as_uri(), "entry.py", (tmp_path / "out").as_uri()), early
     )
     assert (stopped.status, stopped.secondary_status) == ("Stopped", "Stopped")
+
+
+def test_an_entry_point_outside_the_code_dir_is_never_chmodded_or_run(tmp_path):
+    outside = tmp_path / "outside.sh"
+    outside.write_text("#!/bin/sh\necho RAN-OUTSIDE\n")
+    outside.chmod(0o644)
+    code = _code(tmp_path, {"run.sh": FIXTURES / "run.sh"})
+    for name, program in (("abs-entry", str(outside)), ("up-entry", "../../../../../outside.sh")):
+        rec = Recorder()
+        result, ml = _run(tmp_path, _request(name, code, program, (tmp_path / "out").as_uri()), rec)
+        assert (ml / "code" / program).resolve() == outside.resolve()  # the path does lead there
+        assert result.status == "Failed" and program in result.failure_reason, result.failure_reason
+        assert "RAN-OUTSIDE" not in rec.text
+        assert outside.stat().st_mode & 0o777 == 0o644

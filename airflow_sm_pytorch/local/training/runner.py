@@ -9,9 +9,10 @@ request exactly as boto3 sends it and goes through SageMaker's phases:
   ``CheckpointConfig.S3Uri``; the ``input/config/*.json`` files are written (:mod:`.contract`).
 * **Training**: ``requirements.txt`` goes into a cached per-requirements venv (:mod:`.venvs`), then the entry
   point runs (:mod:`.process`) with the ``SM_*`` environment, its output streamed line by line to
-  ``events.log``. A stop request or ``MaxRuntimeInSeconds`` sends SIGTERM to the process group, SIGKILL
-  after ``grace_period``. A non-zero exit writes the toolkit's ``ExecuteUserScriptError`` message to
-  ``output/failure`` unless the script wrote one first.
+  ``events.log``. A stop request or ``MaxRuntimeInSeconds`` sends SIGTERM to every process of the job
+  (whatever session or group it moved to), SIGKILL after ``grace_period``; when the script exits, what it
+  left running is killed and its output read for at most 2 s more. A non-zero exit writes the toolkit's
+  ``ExecuteUserScriptError`` message to ``output/failure`` unless the script wrote one first.
 * **Uploading** (whenever Training was reached: success, failure or stop): ``model/`` ->
   ``<S3OutputPath>/<job>/output/model.tar.gz`` (or ``.../output/model/`` uncompressed with
   ``CompressionType: NONE``), ``output/data`` -> ``.../output/output.tar.gz``, checkpoints -> their S3Uri.
@@ -66,7 +67,7 @@ class JobEvents:
     stop_requested: Callable[[], bool]  # polled about every 0.2 s
     # A child process (pip or the script) started, in a process group of its own: (its pid = the group's id)
     started: Callable[[int], None] | None = None
-    exited: Callable[[int], None] | None = None  # (the same pid) it ended, and nothing of its group is left
+    exited: Callable[[int], None] | None = None  # (the same pid) it ended, and nothing it spawned is left
 
 
 @dataclass
@@ -141,7 +142,7 @@ class _TrainingJob:
 
     def on_stop(self, reason: str) -> None:
         why = "Stop requested" if reason == "stop" else f"MaxRuntimeInSeconds={self.max_run} exceeded"
-        self.log(f"{why}: sending SIGTERM to the process group (SIGKILL after {self.grace:g}s)")
+        self.log(f"{why}: sending SIGTERM to the job's processes (SIGKILL after {self.grace:g}s)")
         self.events.status("Stopping", "Stopping the training job")
 
     def stopped(self, reason: str) -> _End:
@@ -325,7 +326,7 @@ class _TrainingJob:
             return [python, "-m", entry.replace(".py", ""), *args]
         if etype == "PYTHON_PROGRAM":
             return [python, entry, *args]
-        path = self.paths.code / entry
+        path = self._inside_code(entry)
         if path.is_file():
             os.chmod(path, path.stat().st_mode | 0o111)
             with open(path, "rb") as fh:
@@ -333,6 +334,16 @@ class _TrainingJob:
             if head.startswith(b"#!") or head == b"\x7fELF":
                 return [f"./{entry}", *args]
         return ["/bin/sh", f"./{entry}", *args]
+
+    def _inside_code(self, entry: str) -> Path:
+        """``entry`` resolved (links followed) inside the code dir; a path that leads anywhere else fails the
+        job: nothing outside the job's tree is ever chmodded or run."""
+        code = self.paths.code.resolve()
+        path = (code / entry).resolve()
+        if not path.is_relative_to(code) or path == code:
+            raise _client_error(f"sagemaker_program={entry!r} is not a file inside the code directory; "
+                                "refusing to run it")
+        return path
 
     def _train(self) -> _End:
         etype = contract.entry_point_type(self.paths.code, str(self.entry))
