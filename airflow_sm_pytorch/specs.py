@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
+import posixpath
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -156,8 +158,8 @@ def iter_channels(inputs: Any) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
 _STR = ("entry_point", "source_dir", "role", "instance_type", "framework_version", "py_version", "image_uri",
         "output_path", "code_location", "base_job_name", "volume_kms_key", "output_kms_key",
         "checkpoint_s3_uri", "checkpoint_local_path", "job_name")
-_INT = ("instance_count", "volume_size", "max_run", "container_log_level")
-_OPT_INT = ("max_wait", "max_retry_attempts", "keep_alive_period_in_seconds")
+_INT = ("volume_size", "max_run", "container_log_level")
+_OPT_INT = ("instance_count", "max_wait", "max_retry_attempts", "keep_alive_period_in_seconds")
 _BOOL = ("use_spot_instances", "enable_network_isolation", "encrypt_inter_container_traffic",
          "disable_profiler", "disable_output_compression")
 _STR_SEQ = ("dependencies", "subnets", "security_group_ids")
@@ -198,6 +200,26 @@ def _check_types(spec: TrainingSpec) -> None:
         raise bad("debugger_hook_config", "false, true or a DebugHookConfig mapping")
 
 
+def check_entry_point(entry_point: str, source_dir: str | None) -> None:
+    """The program must be a relative path inside the code directory (what SageMaker runs from).
+
+    Without ``source_dir`` only the file itself is packaged (under its basename), yet an absolute path
+    is refused too, so that no request names a program outside the code it ships. Symlinks that lead
+    out of a local ``source_dir`` are the builder's check (it may read the filesystem).
+    """
+    with_dir = f"relative to source_dir ({source_dir})" if source_dir else "relative to source_dir"
+    if posixpath.isabs(entry_point) or os.path.isabs(entry_point):
+        fix = (f"give it {with_dir}, e.g. {os.path.basename(entry_point)!r}" if source_dir else
+               "give source_dir (the directory that holds the script) and entry_point relative to it, "
+               f"e.g. source_dir: {os.path.dirname(entry_point) or '/'} and entry_point: "
+               f"{os.path.basename(entry_point)}")
+        raise SpecError("entry_point", entry_point, fix, problem="is an absolute path")
+    parts = posixpath.normpath(entry_point.replace(os.sep, "/")).split("/")
+    if source_dir and parts[0] == "..":
+        raise SpecError("entry_point", entry_point, f"give a path {with_dir} that stays inside it (no "
+                        "'..' leading out); move the script into source_dir", problem="is outside source_dir")
+
+
 def _check_required(spec: TrainingSpec) -> None:
     if not spec.entry_point:
         raise SpecError("entry_point", spec.entry_point, "Argument entry_point must be set when "
@@ -205,6 +227,7 @@ def _check_required(spec: TrainingSpec) -> None:
     if spec.entry_point.lower().startswith("s3://"):
         raise SpecError("entry_point", spec.entry_point, f"Invalid entry point script: {spec.entry_point}. "
                         "Must be a path to a local file.")
+    check_entry_point(spec.entry_point, spec.source_dir)
     if not spec.role:
         raise SpecError("role", spec.role, "An AWS IAM role is required to create an estimator. Please "
                         "provide a valid `role` argument with the ARN of an IAM role that has the necessary "
@@ -221,6 +244,10 @@ def _check_required(spec: TrainingSpec) -> None:
         raise SpecError("instance_type", None, "instance_count and instance_type must be set if "
                         "instance_groups is not set (e.g. ml.m5.xlarge, or local / local_gpu)",
                         problem="is required")
+    if spec.instance_count is None:
+        raise SpecError("instance_count", None, "instance_count and instance_type must be set if "
+                        "instance_groups is not set (as SageMaker SDK 2.257 says at fit()): add "
+                        "instance_count: 1, or more for distributed training", problem="is required")
     if spec.instance_count < 1:
         raise SpecError("instance_count", spec.instance_count, "use 1 or more")
     if spec.instance_type == "local_gpu" and spec.instance_count > 1:
@@ -262,8 +289,8 @@ def _check_tags_env(spec: TrainingSpec) -> None:
                             'use a mapping {"key": "value"} or a list of {"Key": ..., "Value": ...}')
     env = spec.environment or {}
     if len(env) > MAX_ENV_ENTRIES:
-        raise SpecError("environment", f"{len(env)} entries", f"use at most {MAX_ENV_ENTRIES} variables",
-                        problem="has too many entries")
+        raise SpecError("environment", dict(env), f"use at most {MAX_ENV_ENTRIES} variables (it has "
+                        f"{len(env)})", problem="has too many entries")
     for key, value in env.items():
         if not isinstance(key, str) or len(key) > MAX_ENV_LENGTH or not ENV_KEY_RE.fullmatch(key):
             raise SpecError(f"environment[{key}]", key, "use a name matching [a-zA-Z_][a-zA-Z0-9_]* of at "
@@ -294,7 +321,7 @@ class TrainingSpec:
     hyperparameters: Mapping[str, Any] | None = None
     role: str | None = None
     instance_type: str | None = None
-    instance_count: int = 1
+    instance_count: int | None = None  # required, as in the SDK (its default None fails at fit())
     framework_version: str | None = None
     py_version: str | None = None
     image_uri: str | None = None

@@ -17,7 +17,7 @@ from typing import Any
 
 from airflow_sm_pytorch.builders import hyperparameters as hp
 from airflow_sm_pytorch.builders.images import base_name_from_image, training_image_uri
-from airflow_sm_pytorch.builders.naming import validate_job_name
+from airflow_sm_pytorch.builders.naming import MAX_JOB_NAME_LENGTH, sagemaker_timestamp, validate_job_name
 from airflow_sm_pytorch.builders.validation import validate_request
 from airflow_sm_pytorch.exceptions import SpecError
 from airflow_sm_pytorch.packaging import SOURCEDIR_FILENAME, archive_members, sourcedir_files
@@ -284,15 +284,106 @@ def _check_session(spec: TrainingSpec, session: Session) -> None:
             _check_uri(getattr(spec, name), name, session)
 
 
+def _job_name_source(spec: TrainingSpec, job_name: str, region: str) -> tuple[str, Any]:
+    """The argument ``job_name`` was made from (``job_name``, ``base_job_name`` or ``image_uri``)."""
+    room = MAX_JOB_NAME_LENGTH - len(sagemaker_timestamp(0)) - 1  # name_from_base trims the base to this
+    if spec.job_name == job_name:
+        return "job_name", job_name
+    if spec.base_job_name:
+        return ("base_job_name", spec.base_job_name) if job_name.startswith(spec.base_job_name[:room]) \
+            else ("job_name", job_name)
+    if spec.image_uri and job_name.startswith(default_base_job_name(spec, region)[:room]):
+        return "image_uri", spec.image_uri
+    return "job_name", job_name
+
+
+def _check_job_name(spec: TrainingSpec, job_name: str, region: str) -> None:
+    """``validate_job_name``, naming the argument the user gave when the name was derived from one."""
+    try:
+        validate_job_name(job_name)
+    except SpecError as exc:
+        field, value = _job_name_source(spec, job_name, region)
+        if field == "job_name":
+            raise
+        how = ("base_job_name plus '-' and a timestamp" if field == "base_job_name" else
+               "the image's repository name (image_uri) plus '-' and a timestamp; set base_job_name")
+        raise SpecError(field, value, f"the job name {job_name!r} is made of {how}: {exc.fix}",
+                        problem="gives an invalid job name") from None
+
+
+def _check_program_inside(spec: TrainingSpec) -> None:
+    """A local source_dir's entry point must not lead out of it through a symlink."""
+    if not spec.source_dir or uri_kind(spec.source_dir) != "path" or spec.entry_point is None:
+        return
+    root = os.path.realpath(spec.source_dir)
+    target = os.path.realpath(os.path.join(spec.source_dir, spec.entry_point))
+    if os.path.commonpath([root, target]) != root:
+        raise SpecError("entry_point", spec.entry_point, f"it resolves to {target}, outside source_dir "
+                        f"({root}); copy the script into source_dir instead of linking to it",
+                        problem="resolves outside source_dir")
+
+
+#: Request paths and the PyTorch estimator arguments they come from (errors name the argument).
+SDK_ARGUMENTS = {
+    "RoleArn": "role",
+    "AlgorithmSpecification.TrainingInputMode": "input_mode",
+    "AlgorithmSpecification.MetricDefinitions": "metric_definitions",
+    "AlgorithmSpecification.EnableSageMakerMetricsTimeSeries": "enable_sagemaker_metrics",
+    "OutputDataConfig.KmsKeyId": "output_kms_key",
+    "ResourceConfig.InstanceCount": "instance_count",
+    "ResourceConfig.InstanceType": "instance_type",
+    "ResourceConfig.VolumeSizeInGB": "volume_size",
+    "ResourceConfig.VolumeKmsKeyId": "volume_kms_key",
+    "ResourceConfig.KeepAlivePeriodInSeconds": "keep_alive_period_in_seconds",
+    "StoppingCondition.MaxRuntimeInSeconds": "max_run",
+    "StoppingCondition.MaxWaitTimeInSeconds": "max_wait",
+    "HyperParameters": "hyperparameters",
+    f"HyperParameters[{hp.SCRIPT_PARAM_NAME!r}]": "entry_point",
+    f"HyperParameters[{hp.CONTAINER_LOG_LEVEL_PARAM_NAME!r}]": "container_log_level",
+    "Environment": "environment",
+    "Tags": "tags",
+    "VpcConfig.Subnets": "subnets",
+    "VpcConfig.SecurityGroupIds": "security_group_ids",
+    "CheckpointConfig.S3Uri": "checkpoint_s3_uri",
+    "CheckpointConfig.LocalPath": "checkpoint_local_path",
+    "DebugHookConfig": "debugger_hook_config",
+    "RetryStrategy.MaximumRetryAttempts": "max_retry_attempts",
+}
+
+
+def sdk_fields(
+    spec: TrainingSpec, job_name: str, region: str, channels: list[str], single: bool
+) -> dict[str, str]:
+    """``validate_request``'s ``fields`` for this spec: where each part of the request came from."""
+    job_field = _job_name_source(spec, job_name, region)[0]
+    code_field = "source_dir" if spec.source_dir and uri_kind(spec.source_dir) == "s3" else (
+        "code_location" if spec.code_location else "default_bucket")
+    fields = {
+        **SDK_ARGUMENTS,
+        "TrainingJobName": job_field,
+        f"HyperParameters[{hp.JOB_NAME_PARAM_NAME!r}]": job_field,
+        f"HyperParameters[{hp.DIR_PARAM_NAME!r}]": code_field,
+        "AlgorithmSpecification.TrainingImage": "image_uri" if spec.image_uri else "framework_version",
+        "OutputDataConfig.S3OutputPath": "output_path" if spec.output_path else "default_bucket",
+    }
+    if single and spec.inputs.get("input_mode"):
+        fields["AlgorithmSpecification.TrainingInputMode"] = "inputs.input_mode"
+    for i, name in enumerate(channels):
+        fields[f"InputDataConfig[{i}]"] = _uri_field(spec.inputs, name, single).removesuffix(".s3_data")
+    if spec.enable_network_isolation:  # the estimator's own code channel comes last
+        fields[f"InputDataConfig[{len(channels)}]"] = code_field
+    return fields
+
+
 # ------------------------------------------------------------------------------- the builder
 def build_training_plan(spec: TrainingSpec, session: Session, *, job_name: str) -> TrainingPlan:
     """The exact ``CreateTrainingJob`` request for ``spec`` and the archive to upload before sending it.
 
     Raises :class:`SpecError` for anything SageMaker (or the SDK) would refuse; nothing is uploaded.
     """
-    validate_job_name(job_name)
-    _check_session(spec, session)
     region = session.region
+    _check_job_name(spec, job_name, region)
+    _check_session(spec, session)
     image = training_image(spec, region)
     output_path = spec.output_path or _join(
         _default_root(session), session.default_bucket_prefix, end_slash=True)
@@ -302,6 +393,7 @@ def build_training_plan(spec: TrainingSpec, session: Session, *, job_name: str) 
     if spec.source_dir and uri_kind(spec.source_dir) == "s3":
         code_uri, program = spec.source_dir, spec.entry_point  # used as is; nothing to package
     else:
+        _check_program_inside(spec)
         files = sourcedir_files(entry_point=spec.entry_point, source_dir=spec.source_dir,
                                 dependencies=spec.dependencies or ())
         code_uri, kms_key = _code_location(spec, session, output_path, job_name)
@@ -393,5 +485,6 @@ def build_training_plan(spec: TrainingSpec, session: Session, *, job_name: str) 
     if spec.max_retry_attempts is not None:
         request["RetryStrategy"] = {"MaximumRetryAttempts": spec.max_retry_attempts}
 
-    validate_request("CreateTrainingJob", request, allow_file_uris=session.local)
+    fields = sdk_fields(spec, job_name, region, [name for name, _ in channels], single)
+    validate_request("CreateTrainingJob", request, allow_file_uris=session.local, fields=fields)
     return TrainingPlan(request, uploads)

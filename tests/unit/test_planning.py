@@ -88,9 +88,9 @@ def _plan(
 
 
 def _seed(**overrides: Any) -> dict[str, Any]:
-    base = dict(entry_point=str(SEED / "pytorch-train.py"), role=ROLE, instance_type="ml.m5.xlarge",
-                framework_version="2.3.0", py_version="py311", job_name="job-1", region="us-west-2",
-                default_bucket="bucket-1")
+    base = dict(entry_point="pytorch-train.py", source_dir=str(SEED), role=ROLE, instance_type="ml.m5.xlarge",
+                instance_count=1, framework_version="2.3.0", py_version="py311", job_name="job-1",
+                region="us-west-2", default_bucket="bucket-1")
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
 

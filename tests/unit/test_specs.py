@@ -11,7 +11,7 @@ from airflow_sm_pytorch.specs import TrainingSpec, iter_channels, parse_s3_uri, 
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 BASE: dict[str, Any] = dict(entry_point="train.py", source_dir="src", role=ROLE, instance_type="ml.m5.xlarge",
-                            framework_version="2.3.0", py_version="py311")
+                            instance_count=1, framework_version="2.3.0", py_version="py311")
 
 
 def make(**overrides: Any) -> TrainingSpec:
@@ -78,12 +78,45 @@ def test_unknown_key_suggests_the_close_one() -> None:
     ({"metric_definitions": ({"Name": "loss"},)}, "metric_definitions", "Regex"),
     ({"debugger_hook_config": "on"}, "debugger_hook_config", "mapping"),
     ({"distribution": {"torch_distributed": {"enabled": True}}}, "distribution", "not supported yet"),
+    # programs only from the code dir
+    ({"entry_point": "/etc/passwd"}, "entry_point", "relative to source_dir (src), e.g. 'passwd'"),
+    ({"entry_point": "/etc/passwd", "source_dir": None}, "entry_point",
+     "give source_dir (the directory that holds the script) and entry_point relative to it"),
+    ({"entry_point": "../outside/evil.py"}, "entry_point", "stays inside it"),
+    ({"entry_point": "lib/../../evil.py"}, "entry_point", "stays inside it"),
+    ({"entry_point": "..", "source_dir": "s3://b-1/c.tar.gz"}, "entry_point", "stays inside it"),
+    ({"entry_point": "/train.py", "source_dir": "s3://b-1/c.tar.gz"}, "entry_point", "relative to source_dir"),
+    # SDK 2.257: instance_count=None fails in _prepare_resource_config at fit()
+    ({"instance_count": None}, "instance_count", "instance_count and instance_type must be set"),
 ])
 def test_input_errors(overrides: dict[str, Any], field: str, words: str) -> None:
     with pytest.raises(SpecError) as err:
         make(**overrides)
     assert err.value.field == field
     assert words in str(err.value)
+    assert str(err.value).startswith(f"{field}=")  # the value follows the field
+
+
+def test_entry_points_inside_the_code_dir_pass() -> None:
+    for entry_point in ("train.py", "pkg/train.py", "pkg/../train.py", "./train.py"):
+        make(entry_point=entry_point)
+        make(entry_point=entry_point, source_dir="s3://b-1/code/sourcedir.tar.gz")
+    make(entry_point="../scripts/train.py", source_dir=None)  # packaged as train.py, as the SDK does
+
+
+def test_omitted_instance_count_is_refused_with_the_fix() -> None:
+    spec = {k: v for k, v in BASE.items() if k != "instance_count"}
+    with pytest.raises(SpecError) as err:
+        TrainingSpec.from_dict(spec)
+    assert err.value.field == "instance_count" and err.value.value is None
+    assert "add instance_count: 1" in str(err.value)
+
+
+def test_too_many_environment_variables_prints_them() -> None:
+    env = {f"K{i}": "v" for i in range(101)}
+    with pytest.raises(SpecError) as err:
+        make(environment=env)
+    assert err.value.value == env and "(it has 101)" in str(err.value)
 
 
 @pytest.mark.parametrize("inputs, field, words", [

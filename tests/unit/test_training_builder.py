@@ -36,7 +36,7 @@ def expected(name: str) -> dict[str, Any]:
 
 def spec(**overrides: Any) -> TrainingSpec:
     base: dict[str, Any] = dict(
-        entry_point="train.py", source_dir=SRC, role=ROLE, instance_type="ml.p3.2xlarge",
+        entry_point="train.py", source_dir=SRC, role=ROLE, instance_type="ml.p3.2xlarge", instance_count=1,
         framework_version="2.3.0", py_version="py311",
     )
     base.update(overrides)
@@ -138,10 +138,13 @@ def test_s3_source_dir_is_used_as_is() -> None:
     assert hps["sagemaker_program"] == '"sub/train.py"'
 
 
-def test_no_source_dir_packages_the_entry_point_only() -> None:
-    plan = build(source_dir=None, entry_point=str(FIXTURES / "src" / "train.py"))
-    assert plan.uploads[0].members == ["train.py"]
-    assert plan.request["HyperParameters"]["sagemaker_program"] == '"train.py"'
+def test_no_source_dir_packages_the_entry_point_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(FIXTURES / "src" / "utils")
+    for entry_point in ("../train.py", "helpers.py"):  # the file is packaged under its basename
+        plan = build(source_dir=None, entry_point=entry_point)
+        name = entry_point.rsplit("/", 1)[-1]
+        assert plan.uploads[0].members == [name]
+        assert plan.request["HyperParameters"]["sagemaker_program"] == f'"{name}"'
 
 
 def test_entry_point_relative_to_source_dir() -> None:
@@ -287,3 +290,59 @@ def test_too_many_hyperparameters_counting_reserved_ones() -> None:
     build(hyperparameters={f"k{i}": i for i in range(95)})
     with pytest.raises(SpecError, match="at most 100"):
         build(hyperparameters={f"k{i}": i for i in range(96)})
+
+
+# ------------------------------------------------------------------------------ programs and fields
+def test_entry_point_symlinked_out_of_source_dir_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "evil.py").write_text("print('evil')\n")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "train.py").write_text("print('ok')\n")
+    (src / "evil.py").symlink_to(outside / "evil.py")
+    (src / "lib").symlink_to(outside)
+    for entry_point in ("evil.py", "lib/evil.py"):
+        with pytest.raises(SpecError, match="resolves outside source_dir") as err:
+            build(source_dir=str(src), entry_point=entry_point)
+        assert err.value.field == "entry_point" and err.value.value == entry_point
+        assert str(outside / "evil.py") in str(err.value)
+    assert build(source_dir=str(src)).request["HyperParameters"]["sagemaker_program"] == '"train.py"'
+
+
+@pytest.mark.parametrize("overrides, field, words", [
+    ({"role": "arn:aws:iam::123456789012:role/" + "r" * 2100}, "role", "at most 2048"),
+    ({"role": "arn:aws:iam::12:role/x"}, "role", "pattern"),
+    ({"image_uri": "i" * 256}, "image_uri", "at most 255"),
+    ({"tags": {f"k{i}": "v" for i in range(51)}}, "tags", "at most 50 (it has 51)"),
+    ({"tags": {"aws:cost-center": "1"}}, "tags", "reserved for AWS"),
+    ({"max_run": 29 * 24 * 3600}, "max_run", "28 days"),
+    ({"max_retry_attempts": 31}, "max_retry_attempts", "at most 30"),
+    ({"max_retry_attempts": 0}, "max_retry_attempts", "at least 1"),
+    ({"instance_type": "ml.m5.xlarg"}, "instance_type", "did you mean 'ml.m5.xlarge'"),
+    ({"keep_alive_period_in_seconds": 21601}, "keep_alive_period_in_seconds", "at most 21600"),
+    ({"metric_definitions": ({"Name": "loss", "Regex": "loss=(["},)}, "metric_definitions", "'loss'"),
+    ({"inputs": {"train": {"s3_data": "s3://b-1/x", "content_type": "c" * 257}}}, "inputs[train]",
+     "at most 256"),
+    ({"subnets": tuple(f"s-{i}" for i in range(17)), "security_group_ids": ("sg-1",)}, "subnets", "at most 16"),
+])
+def test_errors_name_the_argument_the_user_gave(overrides: dict[str, Any], field: str, words: str) -> None:
+    with pytest.raises(SpecError) as err:
+        build(**overrides)
+    assert err.value.field == field
+    assert words in str(err.value) and "(as CreateTrainingJob." in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_bad_job_name_is_blamed_on_what_it_was_made_from() -> None:
+    with pytest.raises(SpecError) as err:
+        build(job_name="bad_base-2024-01-02-03-04-05-678", base_job_name="bad_base")
+    assert (err.value.field, err.value.value) == ("base_job_name", "bad_base")
+    image = "123456789012.dkr.ecr.us-west-2.amazonaws.com/my_repo:1"
+    with pytest.raises(SpecError) as err:
+        build(job_name="my_repo-2024-01-02-03-04-05-678", image_uri=image)
+    assert (err.value.field, err.value.value) == ("image_uri", image)
+    assert "set base_job_name" in str(err.value)
+    with pytest.raises(SpecError) as err:
+        build(job_name="bad_name", base_job_name="good")
+    assert err.value.field == "job_name"
