@@ -1,6 +1,7 @@
 """``airflow-sm-pytorch plan train --spec F``: print the exact request and uploads; send nothing.
 
-The spec file (JSON or YAML) holds the ``PyTorch`` estimator's keyword arguments plus ``inputs`` and
+The spec file (``.json``: read by the json module; otherwise YAML, with YAML 1.2's numbers, so that
+``lr: 1e-5`` is a float as in Python) holds the ``PyTorch`` estimator's keyword arguments plus ``inputs`` and
 ``job_name`` (as in ``fit``) and the session keys ``region`` (default: ``AWS_REGION`` /
 ``AWS_DEFAULT_REGION``), ``default_bucket``, ``default_bucket_prefix`` and ``local``. Relative paths
 (``entry_point``, ``source_dir``, ``dependencies``, local inputs) are resolved against the current
@@ -24,11 +25,45 @@ from airflow_sm_pytorch.exceptions import SpecError
 EXIT_BAD_INPUT = 2
 
 
-def _load(path: str) -> dict[str, Any]:
+#: YAML 1.2 (core schema) numbers: ``1e-5`` is a float (YAML 1.1 wants ``1.0e-5``), ``010`` is 10, and
+#: ``1_000`` or ``1:30`` stay strings, as Python's own literals and the json module read them.
+_YAML12_INT = r"^[-+]?[0-9]+$|^0o[0-7]+$|^0x[0-9a-fA-F]+$"
+_YAML12_FLOAT = (r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$"
+                 r"|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$")
+
+
+def spec_loader() -> type:
+    """A ``yaml.SafeLoader`` subclass that resolves numbers by YAML 1.2's rules (PyYAML implements 1.1)."""
+    import re
+
+    import yaml
+
+    class Yaml12SafeLoader(yaml.SafeLoader):
+        """SafeLoader with the YAML 1.2 core schema's int and float resolvers."""
+
+        def construct_yaml_int(self, node: Any) -> int:
+            text = self.construct_scalar(node)
+            base = {"0o": 8, "0x": 16}.get(text[:2], 10)
+            return int(text[2:] if base != 10 else text, base)
+
+    resolvers = {first: [(tag, rx) for tag, rx in pairs if tag not in ("tag:yaml.org,2002:int",
+                                                                       "tag:yaml.org,2002:float")]
+                 for first, pairs in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    Yaml12SafeLoader.yaml_implicit_resolvers = resolvers
+    Yaml12SafeLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(_YAML12_INT),
+                                           list("-+0123456789"))
+    Yaml12SafeLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(_YAML12_FLOAT),
+                                           list("-+0123456789."))
+    Yaml12SafeLoader.add_constructor("tag:yaml.org,2002:int", Yaml12SafeLoader.construct_yaml_int)
+    return Yaml12SafeLoader
+
+
+def load_spec(path: str) -> dict[str, Any]:
+    """A spec file's mapping: ``.json`` with the json module, anything else as YAML 1.2 (numbers)."""
     import yaml
 
     text = Path(path).read_text(encoding="utf-8")
-    data = yaml.safe_load(text)  # YAML is a superset of JSON
+    data = json.loads(text) if path.lower().endswith(".json") else yaml.load(text, Loader=spec_loader())
     if not isinstance(data, dict):
         raise SpecError("--spec", path, "write a mapping of estimator arguments (JSON object or YAML "
                         "mapping)", problem="is not a mapping")
@@ -99,13 +134,16 @@ def plan_main(args: Any) -> int:
     import yaml
 
     try:
-        plan = build_plan(_load(args.spec))
+        plan = build_plan(load_spec(args.spec))
     except SpecError as exc:
         print(f"error: {_paragraph(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as exc:
         reason = exc.strerror or str(exc)
         print(f"error: cannot read {exc.filename or args.spec}: {_paragraph(reason)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except json.JSONDecodeError as exc:
+        print(f"error: {args.spec} is not valid JSON: {_paragraph(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except yaml.YAMLError as exc:
         print(f"error: {args.spec} is not valid JSON or YAML: {_paragraph(str(exc))}", file=sys.stderr)

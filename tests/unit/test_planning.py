@@ -165,3 +165,45 @@ def test_planning_does_not_import_airflow() -> None:
     code = "import sys, airflow_sm_pytorch.planning; print('airflow' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "False"
+
+
+# ------------------------------------------------------------------------------ spec files read as Python would
+def _yaml_spec(tmp_path: Path, body: str) -> Path:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"entry_point: pytorch-train.py\nsource_dir: {SEED}\nrole: {ROLE}\n"
+                    "instance_type: ml.m5.xlarge\ninstance_count: 1\nframework_version: '2.3.0'\n"
+                    "py_version: py311\njob_name: job-1\nregion: us-west-2\ndefault_bucket: bucket-1\n" + body)
+    return spec
+
+
+def test_exponent_floats_are_floats_in_yaml_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = _yaml_spec(tmp_path, "hyperparameters: {lr: 1e-5, wd: 1E+3, eps: .5, n: 010, big: 0x10, "
+                                "steps: 1_000, hms: 1:30, version: 2.3.0}\n")
+    assert plan_main(argparse.Namespace(spec=str(spec))) == 0
+    sent = json.loads(capsys.readouterr().out)["CreateTrainingJob"]["HyperParameters"]
+    assert {k: sent[k] for k in ("lr", "wd", "eps", "n", "big")} == {
+        "lr": "1e-05", "wd": "1000.0", "eps": "0.5", "n": "10", "big": "16"}
+    # YAML 1.2 has no '_' separators or base-60 numbers: they stay strings, as in JSON
+    assert (sent["steps"], sent["hms"], sent["version"]) == ('"1_000"', '"1:30"', '"2.3.0"')
+    code, plan, _ = _plan('{"hyperparameters": {"lr": 1e-05}, ' + json.dumps(_seed())[1:], tmp_path, capsys)
+    assert code == 0 and plan["CreateTrainingJob"]["HyperParameters"]["lr"] == "1e-05"
+
+
+def test_bad_json_spec_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _plan('{"entry_point": "x.py",}', tmp_path, capsys)
+    assert code == 2 and err.startswith("error: ") and "is not valid JSON" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("overrides, words", [
+    ({"entry_point": "/etc/passwd", "source_dir": None}, "entry_point='/etc/passwd' is an absolute path"),
+    ({"entry_point": "/etc/passwd"}, "entry_point='/etc/passwd' is an absolute path"),
+    ({"entry_point": "../outside/evil.py"}, "entry_point='../outside/evil.py' is outside source_dir"),
+    ({"instance_count": None}, "instance_count=None is required"),
+    ({"base_job_name": "my_job", "job_name": None}, "base_job_name='my_job' gives an invalid job name"),
+    ({"role": "arn:aws:iam::123456789012:role/" + "r" * 2100}, "role='arn:aws:iam::123456789012:role/rrr"),
+    ({"tags": {"aws:team": "ml"}}, "tags='aws:team' is a reserved tag key"),
+])
+def test_plan_refuses_with_the_users_field(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           overrides: dict[str, Any], words: str) -> None:
+    code, _, err = _plan(_seed(**overrides), tmp_path, capsys)
+    assert code == 2 and words in err and err.count("\n") == 1
