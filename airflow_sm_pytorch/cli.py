@@ -29,6 +29,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=DEFAULT_PORT,
                        help=f"port (default: {DEFAULT_PORT}; 0 picks a free one)")
     serve.add_argument("--root", default=None, help="data directory (default: the per-user data directory)")
+    serve.add_argument("--access-key-id", default=None,
+                       help="the key requests must be signed with (default: $SM_PYTORCH_LOCAL_ACCESS_KEY_ID, "
+                            "else the pair in ROOT/credentials, generated once)")
+    serve.add_argument("--secret-access-key", default=None,
+                       help="its secret (default: $SM_PYTORCH_LOCAL_SECRET_ACCESS_KEY, else ROOT/credentials); "
+                            "prefer the environment variable: arguments are visible to other local users")
+    serve.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                       help="also serve requests whose Host header names NAME (repeatable; loopback always)")
+    serve.add_argument("--allow-path", action="append", default=[], metavar="DIR",
+                       help="let jobs write file:// outputs and checkpoints under DIR too (repeatable; the root "
+                            "always)")
     return parser
 
 

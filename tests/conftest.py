@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,14 @@ _READY = re.compile(r"^airflow-sm-pytorch local runtime listening on (http://\S+
 class LocalRuntime:
     """One local runtime server process over one root; survives ``kill()`` + ``restart()``."""
 
-    def __init__(self, root: Path, logs: Path) -> None:
+    #: The keys the fixture's runtime is started with (through the environment, as a hook's autostart does).
+    KEYS = {"SM_PYTORCH_LOCAL_ACCESS_KEY_ID": "local", "SM_PYTORCH_LOCAL_SECRET_ACCESS_KEY": "local"}
+
+    def __init__(self, root: Path, logs: Path, allow: list[Path] | tuple[Path, ...] = ()) -> None:
         self.root = Path(root)
         self.logs = Path(logs)
+        self.allow = list(allow)
+        self.extra_args: list[str] = []
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
         self.port = 0
@@ -45,7 +51,11 @@ class LocalRuntime:
         err = open(self.logs / f"server-{self._starts}.log", "wb")
         cmd = [sys.executable, "-m", "airflow_sm_pytorch.cli", "local", "serve", "--host", "127.0.0.1",
                "--port", str(port), "--root", str(self.root)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True)
+        for path in self.allow:
+            cmd += ["--allow-path", str(path)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SM_PYTORCH_LOCAL_")}
+        self.proc = subprocess.Popen([*cmd, *self.extra_args], stdout=subprocess.PIPE, stderr=err, text=True,
+                                     start_new_session=True, env={**env, **self.KEYS})
         err.close()
         sel = selectors.DefaultSelector()
         sel.register(self.proc.stdout, selectors.EVENT_READ)
@@ -153,11 +163,36 @@ def _signal_group(pid: int, sig: int) -> None:
         pass
 
 
+def send_signed(url: str, target: str, body: bytes, *, keys: tuple[str, str] = ("local", "local"),
+                host: str | None = None, region: str = "us-east-1", headers: dict[str, str] | None = None,
+                tamper: bytes | None = None) -> tuple[int, dict[str, Any]]:
+    """POST ``body`` to the runtime as botocore would (SigV4 with ``keys``); ``host`` replaces the Host header
+    (signed), ``tamper`` replaces the body after signing. Returns (HTTP status, decoded JSON reply)."""
+    from urllib.parse import urlsplit
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    host = host or urlsplit(url).netloc
+    request = AWSRequest(method="POST", url=url + "/", data=body, headers={
+        "X-Amz-Target": target, "Content-Type": "application/x-amz-json-1.1", "Host": host, **(headers or {})})
+    SigV4Auth(Credentials(*keys), "sagemaker", region).add_auth(request)
+    sent = dict(request.headers.items())
+    raw = urllib.request.Request(url + "/", data=body if tamper is None else tamper, method="POST", headers=sent)
+    try:
+        with urllib.request.urlopen(raw, timeout=30) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
 @pytest.fixture
 def local_runtime(tmp_path_factory):
     """A fresh local runtime server (its own root) for one test."""
     root = tmp_path_factory.mktemp("local-root")
-    runtime = LocalRuntime(root, tmp_path_factory.mktemp("local-logs"))
+    # jobs in tests write their outputs next to their code, under pytest's temporary directory
+    runtime = LocalRuntime(root, tmp_path_factory.mktemp("local-logs"), allow=[tmp_path_factory.getbasetemp()])
     runtime.start()
     try:
         yield runtime

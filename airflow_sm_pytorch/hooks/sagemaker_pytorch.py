@@ -9,10 +9,13 @@ extra). On top it reads an ``sm_pytorch`` object from the connection's extra:
 ``default_bucket_prefix``
     key prefix inside the default bucket, as the SDK's ``default_bucket_prefix``.
 ``local_runtime``
-    ``true`` or ``{"root": DIR, "autostart": true}``: the endpoint is our local runtime. ``file://`` URIs
-    and local paths are then allowed, the default bucket is ``file://<root>/store/sagemaker-<region>``,
-    and, when the endpoint is on loopback and nothing answers, the hook starts
-    ``airflow-sm-pytorch local serve`` in the background (``"autostart": false`` turns that off).
+    ``true`` or ``{"root": DIR, "autostart": true, "allow_paths": [DIR, ...]}``: the endpoint is our local
+    runtime. ``file://`` URIs and local paths are then allowed, the default bucket is
+    ``file://<root>/store/sagemaker-<region>``, and, when the endpoint is on loopback and nothing answers,
+    the hook starts ``airflow-sm-pytorch local serve`` in the background (``"autostart": false`` turns
+    that off) with the connection's own keys (so its requests are accepted) and ``--allow-path`` for each
+    of ``allow_paths`` (where jobs may write ``file://`` outputs besides the root). A connection without
+    keys signs with the runtime's own, from ``<root>/credentials``.
 
 Service errors become the exceptions in :mod:`airflow_sm_pytorch.exceptions` here and nowhere else.
 Throttling and 5xx answers are retried by botocore (standard mode, 10 attempts) and, while waiting, by
@@ -47,6 +50,9 @@ from airflow_sm_pytorch.local import config as local_config
 
 TERMINAL_STATES = frozenset({"Completed", "Failed", "Stopped"})
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+#: What a local runtime answers when a request's keys or signature are wrong.
+_AUTH_CODES = frozenset({"UnrecognizedClientException", "InvalidSignatureException",
+                         "MissingAuthenticationTokenException", "IncompleteSignatureException"})
 
 
 class SageMakerPyTorchHook(AwsBaseHook):
@@ -62,25 +68,40 @@ class SageMakerPyTorchHook(AwsBaseHook):
 
     # ---------------------------------------------------------------- connection settings
     @cached_property
+    def conn_config(self) -> Any:
+        """The provider's connection wrapper; a named connection must exist (no silent fallback to boto3's
+        default credentials, which ends in an STS DNS error far from the cause); a local-runtime
+        connection without keys uses the runtime's own key file."""
+        if self.aws_conn_id:
+            from airflow.exceptions import AirflowNotFoundException
+
+            try:
+                self.get_connection(self.aws_conn_id)
+            except AirflowNotFoundException:
+                raise SpecError(
+                    "aws_conn_id", self.aws_conn_id,
+                    "define that Airflow connection (for the local runtime, as in the README: "
+                    "AIRFLOW_CONN_SM_PYTORCH='{\"conn_type\": \"aws\", \"extra\": {\"endpoint_url\": "
+                    "\"http://127.0.0.1:8787\", \"region_name\": \"us-east-1\", \"sm_pytorch\": "
+                    "{\"local_runtime\": true}}}'), or pass aws_conn_id=None to use boto3's default "
+                    "credentials", problem="is not a defined Airflow connection") from None
+        wrapper = super().conn_config
+        settings = _settings(wrapper)
+        if settings.get("local_runtime") and not wrapper.aws_access_key_id:
+            from airflow_sm_pytorch.local.auth import ensure_key_file
+
+            keys = ensure_key_file(_local_runtime(settings)["root"])
+            wrapper.aws_access_key_id, wrapper.aws_secret_access_key = keys.access_key_id, keys.secret_access_key
+        return wrapper
+
+    @cached_property
     def settings(self) -> dict[str, Any]:
-        extra = self.conn_config.extra_config or {}
-        value = extra.get("sm_pytorch") or {}
-        if isinstance(value, str):
-            value = json.loads(value)
-        return dict(value)
+        return _settings(self.conn_config)
 
     @cached_property
     def local_runtime(self) -> dict[str, Any] | None:
         """The ``local_runtime`` settings, or None when the connection points at AWS (or moto)."""
-        value = self.settings.get("local_runtime")
-        if not value:
-            return None
-        out = {"autostart": True, "root": None}
-        if isinstance(value, dict):
-            out.update(value)
-        root = out["root"]
-        out["root"] = Path(root).expanduser() if root else local_config.default_root()
-        return out
+        return _local_runtime(self.settings) if self.settings.get("local_runtime") else None
 
     @property
     def is_local(self) -> bool:
@@ -117,7 +138,19 @@ class SageMakerPyTorchHook(AwsBaseHook):
         try:
             return method(**params)
         except ClientError as err:
-            raise RequestRejected(operation, _code(err), _message(err)) from err
+            raise self.rejected(operation, err) from err
+
+    def rejected(self, operation: str, err: ClientError) -> RequestRejected:
+        """``err`` as :class:`RequestRejected`; a local runtime refusing our keys says where its keys are."""
+        message = _message(err)
+        if self.is_local and _code(err) in _AUTH_CODES:
+            from airflow_sm_pytorch.local.auth import ACCESS_KEY_ENV, key_file
+
+            message += (f" -- the local runtime at {self.conn_config.endpoint_url} refused this connection's "
+                        f"keys: it accepts the pair in {key_file(self.local_runtime['root'])} unless it was "
+                        f"started with --access-key-id or ${ACCESS_KEY_ENV}; give the connection that pair "
+                        "(login/password), leave them out to use the key file, or restart the runtime")
+        return RequestRejected(operation, _code(err), message)
 
     # ---------------------------------------------------------------- session: region + default bucket
     @cached_property
@@ -226,7 +259,7 @@ class SageMakerPyTorchHook(AwsBaseHook):
             if _code(err) == "ResourceInUse" or "already exists" in message:
                 self.log.info("Training job %s was created concurrently; attaching to it", name)
                 return self.describe_training_job(name), False
-            raise RequestRejected("CreateTrainingJob", _code(err), message) from err
+            raise self.rejected("CreateTrainingJob", err) from err
         return self.describe_training_job(name), True
 
     def find_training_job(self, name: str) -> dict[str, Any] | None:
@@ -349,11 +382,19 @@ class SageMakerPyTorchHook(AwsBaseHook):
         root.mkdir(parents=True, exist_ok=True)
         log_path = root / "server.log"
         self.log.info("Starting the local SageMaker runtime on %s (root %s, log %s)", endpoint, root, log_path)
+        from airflow_sm_pytorch.local.auth import ACCESS_KEY_ENV, SECRET_KEY_ENV
+
+        argv = [sys.executable, "-m", "airflow_sm_pytorch.local", "--host", url.hostname or "127.0.0.1",
+                "--port", str(url.port or local_config.DEFAULT_PORT), "--root", str(root)]
+        for path in settings.get("allow_paths") or ():
+            argv += ["--allow-path", str(Path(path).expanduser())]
+        # the connection's keys travel in the environment (argv is visible to every local user)
+        env = {**os.environ, ACCESS_KEY_ENV: self.conn_config.aws_access_key_id or "",
+               SECRET_KEY_ENV: self.conn_config.aws_secret_access_key or ""}
         with open(log_path, "ab") as log_file:
             subprocess.Popen(  # noqa: S603 - argv list, no shell
-                [sys.executable, "-m", "airflow_sm_pytorch.local", "--host", url.hostname or "127.0.0.1",
-                 "--port", str(url.port or local_config.DEFAULT_PORT), "--root", str(root)],
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                env=env,
             )
         deadline = time.monotonic() + wait_seconds
         while time.monotonic() < deadline:
@@ -363,6 +404,26 @@ class SageMakerPyTorchHook(AwsBaseHook):
         raise RequestRejected("Connect", "EndpointUnreachable",
                               f"the local runtime did not answer at {endpoint} within {wait_seconds:.0f}s; "
                               f"see {log_path}")
+
+
+def _settings(conn_config: Any) -> dict[str, Any]:
+    extra = conn_config.extra_config or {}
+    value = extra.get("sm_pytorch") or {}
+    if isinstance(value, str):
+        value = json.loads(value)
+    return dict(value)
+
+
+def _local_runtime(settings: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"autostart": True, "root": None, "allow_paths": []}
+    value = settings.get("local_runtime")
+    if isinstance(value, dict):
+        out.update(value)
+    root = out["root"]
+    out["root"] = Path(root).expanduser() if root else local_config.default_root()
+    if isinstance(out["allow_paths"], str):
+        out["allow_paths"] = [out["allow_paths"]]
+    return out
 
 
 def check_training_outcome(desc: dict[str, Any]) -> None:

@@ -17,13 +17,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from airflow_sm_pytorch.local.config import is_within
 from airflow_sm_pytorch.local.store import (LOG_GROUP, JobExists, Store, kill_process_group, process_alive,
                                             process_start)
+from airflow_sm_pytorch.local.training.contract import check_program
+from airflow_sm_pytorch.storage import parse_uri
 
 ACCOUNT = "000000000000"
 NOT_FOUND = "Requested resource not found."
@@ -71,9 +74,11 @@ def _epoch(value: Any) -> float:
 
 
 class Api:
-    def __init__(self, store: Store, root: Path) -> None:
+    def __init__(self, store: Store, root: Path, allowed_paths: Iterable[Path] = ()) -> None:
         self.store = store
         self.root = Path(root)
+        #: Where ``file://`` outputs and checkpoints may be written: the root and ``--allow-path`` dirs.
+        self.writable = (Path(os.path.realpath(self.root)), *allowed_paths)
         self._ops: dict[tuple[str, str], Callable[[dict[str, Any], str], dict[str, Any]]] = {
             ("sagemaker", "CreateTrainingJob"): self.create_training_job,
             ("sagemaker", "DescribeTrainingJob"): self.describe_training_job,
@@ -91,26 +96,21 @@ class Api:
         if handler is None:
             raise ApiError("UnknownOperationException",
                            f"The local runtime does not implement {target or '(no X-Amz-Target)'}")
-        from airflow_sm_pytorch.builders.validation import input_shape, validate_request
+        from airflow_sm_pytorch.builders.validation import validate_request
         from airflow_sm_pytorch.exceptions import SpecError
 
         bad = "ValidationException" if service == "sagemaker" else "InvalidParameterException"
-        try:
+        try:  # every limit, pattern and enum of botocore's model, at every depth ("local" instance types too)
             validate_request(op, params, allow_file_uris=True, service=service)
         except SpecError as exc:
             raise ApiError(bad, str(exc)) from None
-        # botocore skips enums: check top-level ones (SortBy...), not nested ones (InstanceType "local")
-        for member, shape in input_shape(op, service).members.items():
-            enum = getattr(shape, "enum", None)
-            if enum and member in params and params[member] not in enum:
-                raise ApiError(bad, f"1 validation error detected: Value '{params[member]}' at '{member}' "
-                                    "failed to satisfy constraint: Member must satisfy enum value set: "
-                                    f"[{', '.join(enum)}]")
         return handler(params, region)
 
     # -- SageMaker ------------------------------------------------------------------------------
     def create_training_job(self, params: dict[str, Any], region: str) -> dict[str, Any]:
         name = params["TrainingJobName"]
+        self._check_program(params)
+        self._check_locations(params)
         arn = f"arn:aws:sagemaker:{region}:{ACCOUNT}:training-job/{name.lower()}"
         try:
             self.store.create_job(name, arn, region, params)
@@ -121,6 +121,53 @@ class Api:
                            f"({existing['arn'] if existing else arn})")
         self._launch(name)
         return {"TrainingJobArn": arn}
+
+    @staticmethod
+    def _check_program(params: dict[str, Any]) -> None:
+        program = (params.get("Environment") or {}).get("SAGEMAKER_PROGRAM")
+        if program is None:
+            raw = (params.get("HyperParameters") or {}).get("sagemaker_program")
+            try:
+                program = json.loads(raw) if raw is not None else None
+            except ValueError:
+                program = raw
+        if program is None:
+            return  # staging fails the job with "no entry point", as the container would
+        try:
+            check_program(str(program))
+        except ValueError as exc:
+            raise ApiError("ValidationException", str(exc)) from None
+
+    def _check_locations(self, params: dict[str, Any]) -> None:
+        """``file://`` writes only under the root or an allowed directory; ``file://`` reads must exist."""
+        writes = [("OutputDataConfig.S3OutputPath", (params.get("OutputDataConfig") or {}).get("S3OutputPath")),
+                  ("CheckpointConfig.S3Uri", (params.get("CheckpointConfig") or {}).get("S3Uri"))]
+        for field, uri in writes:
+            if not (isinstance(uri, str) and uri.startswith("file://")):
+                continue
+            path = parse_uri(uri).path
+            if not is_within(path, self.writable):
+                allowed = ", ".join(str(p) for p in self.writable)
+                raise ApiError("ValidationException",
+                               f"{field} {uri} is outside the directories the local runtime may write to "
+                               f"({allowed}): write under its root, or allow the directory with "
+                               "`airflow-sm-pytorch local serve --allow-path DIR` (on a connection that starts "
+                               "the runtime: sm_pytorch.local_runtime.allow_paths)")
+        reads = [(f"InputDataConfig[{ch.get('ChannelName')}]",
+                  ((ch.get("DataSource") or {}).get("S3DataSource") or {}).get("S3Uri")
+                  or ((ch.get("DataSource") or {}).get("FileDataSource") or {}).get("FileUri"))
+                 for ch in params.get("InputDataConfig") or []]
+        submit = (params.get("HyperParameters") or {}).get("sagemaker_submit_directory")
+        if submit:
+            try:
+                reads.append(("HyperParameters.sagemaker_submit_directory", json.loads(submit)))
+            except ValueError:
+                reads.append(("HyperParameters.sagemaker_submit_directory", submit))
+        for field, uri in reads:
+            if isinstance(uri, str) and uri.startswith("file://") and not os.path.exists(parse_uri(uri).path):
+                raise ApiError("ValidationException",
+                               f"{field} {uri} does not exist on the local runtime's machine: create it first "
+                               "(e.g. hook.upload_data) or fix the path")
 
     def _launch(self, name: str) -> None:
         job_dir = self.root / "jobs" / name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 #: The runtime's documented default port (``airflow-sm-pytorch local serve``).
@@ -22,3 +23,19 @@ def default_root() -> Path:
 def default_bucket_uri(root: Path, region: str) -> str:
     """The ``file://`` store that stands in for ``s3://sagemaker-<region>-<account>`` locally."""
     return (Path(root).expanduser().resolve() / "store" / f"sagemaker-{region}").as_uri()
+
+
+def allowed_paths(values: Iterable[str | os.PathLike[str]]) -> tuple[Path, ...]:
+    """``--allow-path`` values as absolute, symlink-free directories (they need not exist yet)."""
+    out = []
+    for value in values:
+        if not str(value).strip():
+            raise ValueError("--allow-path needs a directory, not an empty string")
+        out.append(Path(os.path.realpath(Path(value).expanduser())))
+    return tuple(dict.fromkeys(out))
+
+
+def is_within(path: str | os.PathLike[str], dirs: Iterable[Path]) -> bool:
+    """Is ``path`` (symlinks resolved, as far as it exists) inside one of ``dirs``?"""
+    real = Path(os.path.realpath(path))
+    return any(real == d or d in real.parents for d in dirs)

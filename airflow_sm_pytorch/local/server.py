@@ -1,10 +1,12 @@
 """``airflow-sm-pytorch local serve``: the SageMaker and CloudWatch Logs APIs on one local endpoint.
 
 It speaks the services' own protocol (JSON 1.1: ``POST /`` with ``X-Amz-Target: SageMaker.<Op>`` or
-``Logs_20140328.<Op>``), so a stock boto3 client with ``endpoint_url`` talks to it. Requests are not
-authenticated; the SigV4 ``Authorization`` header only supplies the region (its credential scope).
-``GET /ping`` answers readiness checks. State lives in ``ROOT/state.db``; jobs run in detached
-supervisor processes, so they outlive this server.
+``Logs_20140328.<Op>``), so a stock boto3 client with ``endpoint_url`` talks to it. Every request must
+be SigV4-signed with the runtime's keys and name a loopback ``Host`` (:mod:`.auth`); the region is the
+signature's credential scope. Bodies over ``MAX_BODY`` bytes get 413, malformed or too deeply nested JSON
+``SerializationException``. ``GET /ping`` answers readiness checks (Host-checked, unauthenticated: it
+tells nothing but the version). State lives in ``ROOT/state.db``; jobs run in detached supervisor
+processes, so they outlive this server.
 """
 
 from __future__ import annotations
@@ -13,23 +15,22 @@ import json
 import logging
 import logging.config
 import os
-import re
 import signal
 import socket
 import sys
 import uuid
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from airflow_sm_pytorch import __version__
 from airflow_sm_pytorch.builders.validation import input_shape
 from airflow_sm_pytorch.local.api import Api, ApiError
-from airflow_sm_pytorch.local.store import Store
+from airflow_sm_pytorch.local.auth import AuthError, Keys, check_host, is_loopback_host, resolve_keys, verify_sigv4
+from airflow_sm_pytorch.local.store import Store, StoreError
 
 SERVICE = "airflow-sm-pytorch-local"
-DEFAULT_REGION = "us-east-1"
 _JSON = "application/x-amz-json-1.1"
-_SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/([a-z0-9-]+)/")
 log = logging.getLogger("airflow_sm_pytorch.local.server")
 
 _LOGGING = {
@@ -46,13 +47,14 @@ _LOGGING = {
 }
 
 
-def region_of(authorization: str) -> str:
-    """The region of a SigV4 ``Authorization`` header's credential scope (default us-east-1)."""
-    match = _SCOPE.search(authorization or "")
-    return match.group(1) if match else DEFAULT_REGION
+#: Largest request body served. SageMaker's biggest requests (100 hyperparameters of 2,500 characters,
+#: 100 environment entries, 50 tags, 20 channels) stay far below it.
+MAX_BODY = 8 * 1024 * 1024
+_DISCARD = 512 * 1024 * 1024
 
 
-def create_app(root: Path) -> Any:
+def create_app(root: Path, *, keys: Keys, allowed_hosts: Iterable[str] = (),
+               allowed_paths: Iterable[Path] = ()) -> Any:
     """The starlette application for ``root`` (the store is opened, and orphaned jobs failed, now)."""
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
@@ -61,12 +63,13 @@ def create_app(root: Path) -> Any:
     from starlette.routing import Route
 
     store = Store(root)
-    api = Api(store, root)
+    api = Api(store, root, allowed_paths=allowed_paths)
     reaped = api.reap_all()
     if reaped:
         log.warning("marked %d job(s) Failed whose supervisor had exited", reaped)
     # load botocore's service models now, not on the first CreateTrainingJob
     input_shape("CreateTrainingJob"), input_shape("GetLogEvents", "logs")
+    hosts = tuple(allowed_hosts)
 
     def reply(body: dict[str, Any], status: int = 200) -> Response:
         return JSONResponse(body, status_code=status, media_type=_JSON,
@@ -77,26 +80,59 @@ def create_app(root: Path) -> Any:
         response.headers["x-amzn-ErrorType"] = code
         return response
 
+    async def read_body(request: Request) -> bytes | None:
+        """The body, or None once it exceeds MAX_BODY. The rest of an oversized body is read and dropped
+        (up to _DISCARD bytes, in constant memory), so that the client is still listening for the 413."""
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                chunks.clear()
+                if size > _DISCARD:
+                    break
+                continue
+            chunks.append(chunk)
+        return None if size > MAX_BODY else b"".join(chunks)
+
     async def aws(request: Request) -> Response:
         target = request.headers.get("x-amz-target", "")
-        body = await request.body()
+        try:
+            check_host(request.headers.get("host"), hosts)
+        except AuthError as exc:
+            return error(exc.code, exc.message, exc.status)
+        body = await read_body(request)
+        if body is None:
+            return error("RequestEntityTooLargeException",
+                         f"The request body is larger than the local runtime's limit of {MAX_BODY} bytes.", 413)
+        try:
+            region = verify_sigv4(request.method, request.url.path, request.url.query, request.headers, body,
+                                  keys)
+        except AuthError as exc:
+            log.warning("refused %s from %s: %s", target or "a request",
+                        request.client.host if request.client else "?", exc.code)
+            return error(exc.code, exc.message, exc.status)
         try:
             params = json.loads(body) if body.strip() else {}
-        except ValueError:
+        except (ValueError, RecursionError):
             params = None
         if not isinstance(params, dict):
-            return error("SerializationException", "The request body is not a JSON object.")
-        region = region_of(request.headers.get("authorization", ""))
+            return error("SerializationException", "The request body is not a well-formed JSON object.")
         try:
             result = await run_in_threadpool(api.dispatch, target, params, region)
         except ApiError as exc:
             return error(exc.code, exc.message, exc.status)
+        except RecursionError:
+            return error("SerializationException", "The request is nested too deeply.")
         except Exception as exc:  # noqa: BLE001 - a bug here must still answer in the protocol
             log.exception("%s failed", target)
             return error("InternalFailure", f"{type(exc).__name__}: {exc}", 500)
         return reply(result)
 
     async def ping(request: Request) -> Response:
+        try:
+            check_host(request.headers.get("host"), hosts)
+        except AuthError as exc:
+            return error(exc.code, exc.message, exc.status)
         return JSONResponse({"service": SERVICE, "version": __version__})
 
     return Starlette(routes=[Route("/ping", ping, methods=["GET"]), Route("/", ping, methods=["GET"]),
@@ -134,21 +170,43 @@ def serve_main(args: Any) -> int:
     """Run the server until SIGTERM/SIGINT; print one ready line to stdout; 0 on a clean stop."""
     import uvicorn
 
-    from airflow_sm_pytorch.local.config import default_root
+    from airflow_sm_pytorch.local.config import allowed_paths, default_root
 
     logging.config.dictConfig(_LOGGING)
     root = Path(args.root).expanduser() if getattr(args, "root", None) else default_root()
     root = root.resolve()
-    root.mkdir(parents=True, exist_ok=True)
     host = getattr(args, "host", None) or "127.0.0.1"
+
+    def fail(message: str) -> int:
+        print(f"airflow-sm-pytorch local serve: {message}", file=sys.stderr)
+        return 1
+
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        keys = resolve_keys(root, getattr(args, "access_key_id", None), getattr(args, "secret_access_key", None))
+    except PermissionError:
+        return fail(f"root {root} is not writable: choose another --root (or $SM_PYTORCH_LOCAL_ROOT)")
+    except (OSError, ValueError) as exc:
+        return fail(str(exc))
+    try:
+        paths = allowed_paths(getattr(args, "allow_path", None) or ())
+    except ValueError as exc:
+        return fail(str(exc))
+    if not is_loopback_host(host):
+        log.warning("listening on %s: every machine that reaches this address can send requests signed with "
+                    "the runtime's keys; keep the port off untrusted networks", host)
     try:
         sock = _bind(host, int(getattr(args, "port", 0) or 0))
     except OSError as exc:
-        print(f"airflow-sm-pytorch local serve: cannot listen on {host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
+        return fail(f"cannot listen on {host}:{args.port}: {exc}")
     port = sock.getsockname()[1]
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-    app = create_app(root)
+    try:
+        app = create_app(root, keys=keys, allowed_hosts=getattr(args, "allowed_host", None) or (),
+                         allowed_paths=paths)
+    except StoreError as exc:
+        sock.close()
+        return fail(str(exc))
     server_json = root / "server.json"
 
     class Server(uvicorn.Server):
@@ -157,9 +215,11 @@ def serve_main(args: Any) -> int:
             if self.started:
                 _write_server_json(server_json, url)
                 print(f"airflow-sm-pytorch local runtime listening on {url} (root: {root})", flush=True)
+                log.info("requests must be signed with access key %s (from %s)", keys.access_key_id, keys.source)
 
     config = uvicorn.Config(app, log_config=_LOGGING, access_log=False, lifespan="off",
-                            timeout_graceful_shutdown=5, timeout_keep_alive=65, server_header=False)
+                            timeout_graceful_shutdown=5, timeout_keep_alive=65, server_header=False,
+                            h11_max_incomplete_event_size=64 * 1024)
     # uvicorn re-raises the signal that stopped it once it is done: make that a no-op, so we exit 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
@@ -169,4 +229,3 @@ def serve_main(args: Any) -> int:
         _remove_server_json(server_json)
         sock.close()
     return 0
-

@@ -82,6 +82,10 @@ _ADDED_COLUMNS = {"process_group": "INTEGER", "process_group_start": "TEXT"}
 TERMINAL = ("Completed", "Failed", "Stopped")
 
 
+class StoreError(Exception):
+    """``state.db`` cannot be opened or is not a database; the message names the file and what to do."""
+
+
 class JobExists(Exception):
     """CreateTrainingJob with a name that is already taken (case-insensitively, as the ARN is)."""
 
@@ -99,8 +103,16 @@ class Store:
         self.root.mkdir(parents=True, exist_ok=True)
         self.path = self.root / "state.db"
         self._local = threading.local()
-        self._db().executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
-        self._migrate()
+        try:
+            self._db().executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
+            self._migrate()
+            self._db().execute("SELECT count(*) FROM jobs").fetchone()
+        except sqlite3.DatabaseError as exc:  # also OperationalError: unreadable, locked by a dead lock, ...
+            self.close()
+            raise StoreError(
+                f"{self.path} cannot be used ({exc}): if it is damaged, move it aside (the jobs it recorded "
+                "are forgotten; their files under jobs/ stay) or start the runtime with another --root"
+            ) from None
 
     # -- plumbing ---------------------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:

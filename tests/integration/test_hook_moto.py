@@ -14,7 +14,7 @@ ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 
 def _spec(source_dir, **overrides):
     kwargs = dict(entry_point="train.py", source_dir=str(source_dir), role=ROLE, instance_type="ml.m5.xlarge",
-                  framework_version="2.6.0", py_version="py312", hyperparameters={"epochs": 2},
+                  instance_count=1, framework_version="2.6.0", py_version="py312", hyperparameters={"epochs": 2},
                   inputs={"train": "s3://data-bucket/train"})
     kwargs.update(overrides)
     return TrainingSpec.from_dict(kwargs)

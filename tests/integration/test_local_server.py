@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 
 from airflow_sm_pytorch import __version__
 from airflow_sm_pytorch.local.store import LOG_GROUP, Store
-from tests.conftest import wait_for_job
+from tests.conftest import send_signed, wait_for_job
 
 pytestmark = pytest.mark.integration
 
@@ -57,8 +57,9 @@ def test_the_runtime_modules_stay_light():
         "import sys, json, tempfile, pathlib\n"
         "import airflow_sm_pytorch.local.supervisor\n"
         "light = sorted(m for m in ('boto3', 'botocore', 'starlette', 'uvicorn', 'torch') if m in sys.modules)\n"
+        "from airflow_sm_pytorch.local.auth import Keys\n"
         "from airflow_sm_pytorch.local.server import create_app\n"
-        "create_app(pathlib.Path(tempfile.mkdtemp()))\n"
+        "create_app(pathlib.Path(tempfile.mkdtemp()), keys=Keys('a', 'b', 'test'))\n"
         "print(json.dumps([light, 'torch' in sys.modules]))\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True)
@@ -73,13 +74,12 @@ def test_unknown_operations(local_runtime):
     assert error_of(logs.create_log_group, logGroupName="g")["Code"] == "UnknownOperationException"
 
 
-def test_a_body_that_is_not_json_is_a_serialization_exception(local_runtime):
-    request = urllib.request.Request(local_runtime.url + "/", data=b"{nope", method="POST", headers={
-        "X-Amz-Target": "SageMaker.ListTrainingJobs", "Content-Type": "application/x-amz-json-1.1"})
-    with pytest.raises(urllib.error.HTTPError) as info:
-        urllib.request.urlopen(request, timeout=5)
-    assert info.value.code == 400
-    assert json.loads(info.value.read())["__type"] == "SerializationException"
+@pytest.mark.parametrize("body", [b"{nope", b"[1, 2]", b"[" * 100_000 + b"]" * 100_000,
+                                  b'{"a":' * 5000 + b"1" + b"}" * 5000])
+def test_a_body_that_is_not_a_json_object_is_a_serialization_exception(local_runtime, body):
+    status, reply = send_signed(local_runtime.url, "SageMaker.ListTrainingJobs", body)
+    assert (status, reply["__type"]) == (400, "SerializationException")
+    assert send_signed(local_runtime.url, "SageMaker.ListTrainingJobs", b"{}")[0] == 200  # still serving
 
 
 def test_requests_are_validated_server_side(local_runtime, training_request):
@@ -92,7 +92,7 @@ def test_requests_are_validated_server_side(local_runtime, training_request):
     assert err["Code"] == "ValidationException" and "RoleArn" in err["Message"]
     assert error_of(sm.list_training_jobs, MaxResults=0)["Code"] == "ValidationException"
     err = error_of(sm.list_training_jobs, SortBy="Bogus")
-    assert err["Code"] == "ValidationException" and "enum value set" in err["Message"]
+    assert err["Code"] == "ValidationException" and "'Bogus'" in err["Message"] and "CreationTime" in err["Message"]
     logs = local_runtime.client("logs", parameter_validation=False)
     err = error_of(logs.get_log_events, logGroupName=LOG_GROUP, logStreamName="x", limit=0)
     assert err["Code"] == "InvalidParameterException"

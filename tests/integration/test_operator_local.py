@@ -28,7 +28,7 @@ def local_conn(local_runtime, monkeypatch):
 def _operator(conn_id, source_dir, **kwargs):
     return PyTorchTrainOperator(
         task_id="train", aws_conn_id=conn_id, entry_point="train.py", source_dir=str(source_dir), role=ROLE,
-        instance_type="local", framework_version="2.6.0", py_version="py312", poll_interval=0.2, **kwargs)
+        instance_type="local", instance_count=1, framework_version="2.6.0", py_version="py312", poll_interval=0.2, **kwargs)
 
 
 def _context(run_id="manual__1"):
@@ -121,3 +121,49 @@ def test_logs_are_readable_by_stock_boto3(local_runtime, local_conn, tmp_path):
     events = logs.get_log_events(logGroupName="/aws/sagemaker/TrainingJobs",
                                  logStreamName=streams[0]["logStreamName"], startFromHead=True)["events"]
     assert "hello from the job" in [e["message"] for e in events]
+
+
+# -- the connection and the runtime's keys ---------------------------------------------------------
+def _conn(monkeypatch, runtime, conn_id, **top):
+    conn = {"conn_type": "aws", **top,
+            "extra": {"endpoint_url": runtime.url, "region_name": "us-east-1",
+                      "sm_pytorch": {"local_runtime": {"root": str(runtime.root), "autostart": False}}}}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+    return SageMakerPyTorchHook(aws_conn_id=conn_id)
+
+
+def test_a_runtime_that_refuses_the_keys_says_where_its_keys_are(local_runtime, monkeypatch):
+    from airflow_sm_pytorch.exceptions import RequestRejected
+
+    hook = _conn(monkeypatch, local_runtime, "sm_wrong", login="someone", password="else")
+    with pytest.raises(RequestRejected) as info:
+        hook.find_training_job("any")
+    message = str(info.value)
+    assert "UnrecognizedClientException" in message
+    assert str(local_runtime.root / "credentials") in message and "SM_PYTORCH_LOCAL_ACCESS_KEY_ID" in message
+
+
+def test_a_connection_without_keys_signs_with_the_runtimes_key_file(tmp_path_factory, monkeypatch):
+    from tests.conftest import LocalRuntime
+
+    runtime = LocalRuntime(tmp_path_factory.mktemp("root"), tmp_path_factory.mktemp("logs"))
+    runtime.KEYS = {}  # the runtime generates <root>/credentials
+    runtime.start()
+    try:
+        monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+        monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+        hook = _conn(monkeypatch, runtime, "sm_keyless")
+        assert hook.find_training_job("nothing-here") is None
+        assert hook.conn_config.aws_access_key_id.startswith("LKIA")
+    finally:
+        runtime.cleanup()
+
+
+def test_an_undefined_connection_names_the_readme_connection(monkeypatch):
+    from airflow_sm_pytorch.exceptions import SpecError
+
+    monkeypatch.delenv("AIRFLOW_CONN_SM_PYTORCH", raising=False)
+    with pytest.raises(SpecError) as info:
+        SageMakerPyTorchHook(aws_conn_id="sm_pytorch").conn_config
+    message = str(info.value)
+    assert "aws_conn_id" in message and "'sm_pytorch'" in message and "AIRFLOW_CONN_SM_PYTORCH" in message

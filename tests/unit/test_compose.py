@@ -46,6 +46,9 @@ def test_runtime_service_runs_our_cli_and_is_what_the_connection_points_at():
     conn = json.loads(SERVICES["airflow-scheduler"]["environment"]["AIRFLOW_CONN_SM_PYTORCH"])
     assert conn["extra"]["endpoint_url"] == f"http://sm-local:{args.port}"
     assert conn["extra"]["sm_pytorch"]["local_runtime"]["root"] == args.root
+    # the workers reach it as http://sm-local:PORT: that Host must be served; no shared password needed
+    assert "sm-local" in args.allowed_host
+    assert "login" not in conn and "password" not in conn
     assert "/ping" in " ".join(runtime["healthcheck"]["test"])
     assert runtime["depends_on"] == {}
 

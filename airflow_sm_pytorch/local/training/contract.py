@@ -95,6 +95,22 @@ class JobPaths:
             d.mkdir(parents=True, exist_ok=True)
 
 
+def check_program(program: str) -> str:
+    """``sagemaker_program`` must name a file inside the code directory: relative, no ``..``, no NUL.
+
+    Returns it unchanged; a :class:`ValueError` says what is wrong (the runtime never runs, or makes
+    executable, anything outside a job's own tree).
+    """
+    text = str(program)
+    parts = text.replace("\\", "/").split("/")
+    if not text.strip() or "\x00" in text:
+        raise ValueError(f"sagemaker_program {text!r} is empty or holds a NUL character")
+    if text.startswith(("/", "~")) or ".." in parts:
+        raise ValueError(f"sagemaker_program {text!r} is not a relative path inside the code directory: "
+                         "give the entry point relative to source_dir (e.g. 'train.py')")
+    return text
+
+
 # ---------------------------------------------------------------------------- hyperparameters
 def decode_hyperparameters(raw: Mapping[str, str] | None) -> dict[str, Any]:
     """``json.loads`` every value; a non-JSON value stays the raw string (``read_hyperparameters``)."""

@@ -49,6 +49,10 @@ def validate(request: Mapping[str, Any], framework: Mapping[str, Any], entry: st
                                "use distribution={'torch_distributed': {'enabled': True}}")
     if not entry:
         raise StagingError("no entry point: set the hyperparameter sagemaker_program")
+    try:
+        contract.check_program(entry)
+    except ValueError as err:
+        raise StagingError(str(err)) from None
     return str((groups[0].get("InstanceType") if groups else rc.get("InstanceType")) or "local")
 
 
