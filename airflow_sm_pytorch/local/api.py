@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from airflow_sm_pytorch.local.config import is_within
-from airflow_sm_pytorch.local.store import (LOG_GROUP, JobExists, Store, kill_process_group, process_alive,
-                                            process_start)
+from airflow_sm_pytorch.local.store import (JOB_MARKER, LOG_GROUP, JobExists, Store, job_marker, kill_marked,
+                                            kill_process_group, process_alive, process_start)
 from airflow_sm_pytorch.local.training.contract import check_program
 from airflow_sm_pytorch.storage import parse_uri
 
@@ -178,7 +178,8 @@ class Api:
                     [sys.executable, "-m", "airflow_sm_pytorch.local.supervisor", "--root", str(self.root),
                      "--job", name],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=job_dir,
-                    start_new_session=True, close_fds=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    start_new_session=True, close_fds=True,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1", JOB_MARKER: job_marker(self.store.get_job(name))},
                 )
         except OSError as exc:
             self.store.finish(name, status="Failed", secondary_status="Failed",
@@ -210,7 +211,13 @@ class Api:
             detail = f"(pid {pid}) while the job was InProgress"
         log = self.root / "jobs" / job["name"] / "supervisor.log"
         reason = f"the local runtime's job supervisor exited unexpectedly {detail}; see {log}"
-        return self.store.fail_orphan(job["name"], pid, reason, before=kill_process_group)
+        marker = job_marker(job)
+
+        def kill_leftovers(pgid: int | None, start: str | None) -> None:
+            kill_process_group(pgid, start)
+            kill_marked(marker)  # what left the group (setsid) too
+
+        return self.store.fail_orphan(job["name"], pid, reason, before=kill_leftovers)
 
     def reap_all(self) -> int:
         return sum(self.reap(job) for job in self.store.in_progress())

@@ -394,6 +394,32 @@ def kill_process_group(pgid: int | None, start: str | None) -> bool:
     return True
 
 
+#: Set in a job supervisor's environment (``<job>@<creation time>``) and inherited by everything the job
+#: starts: what is left of a job whose supervisor was SIGKILLed is found by it, even after a ``setsid``.
+JOB_MARKER = "AIRFLOW_SM_PYTORCH_JOB"
+
+
+def job_marker(job: dict[str, Any]) -> str:
+    return f"{job['name']}@{job['creation_time']}"
+
+
+def kill_marked(marker: str) -> int:
+    """SIGKILL every process of this user whose (initial) environment carries ``JOB_MARKER=marker``.
+
+    Not covered: a process that re-executed itself with a cleared environment."""
+    import psutil
+
+    killed = 0
+    for proc in psutil.process_iter(["environ"]):
+        try:
+            if (proc.info.get("environ") or {}).get(JOB_MARKER) == marker and proc.pid != os.getpid():
+                proc.kill()
+                killed += 1
+        except (psutil.Error, OSError):
+            continue
+    return killed
+
+
 def process_alive(pid: int | None, start: str | None) -> bool:
     """Is ``pid`` still the process that started at ``start``? (zombies count as gone)"""
     if not pid:

@@ -131,3 +131,21 @@ def test_stop_training_job_ends_a_wedged_job_through_the_server(local_runtime, t
     assert time.monotonic() - t0 < 10 + 5 + 3
     assert _gone_soon(_pid(pid_file))
     assert _gone_soon(job.pid, timeout=10)  # the supervisor exits, leaving nothing behind
+
+
+@pytest.mark.timeout(90)
+def test_a_killed_supervisor_leaves_no_escaped_process(local_runtime, training_request, pid_file):
+    """The supervisor cannot clean up after SIGKILL: the server kills what carries the job's marker."""
+    sm = local_runtime.client("sagemaker")
+    request = training_request("orphaned-escape", (FIXTURES / "escape.py").read_text(),
+                               hyperparameters={"mode": "setsid", "pid-file": str(pid_file)})
+    sm.create_training_job(**request)
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    escaped = _pid(pid_file)
+    (supervisor,) = local_runtime.supervisors()
+    os.kill(supervisor, signal.SIGKILL)
+    desc = wait_for_job(sm, "orphaned-escape", timeout=20)
+    assert desc["TrainingJobStatus"] == "Failed" and "supervisor exited" in desc["FailureReason"]
+    assert _gone_soon(escaped, timeout=5)
