@@ -290,8 +290,8 @@ def _job_name_source(spec: TrainingSpec, job_name: str, region: str) -> tuple[st
     if spec.job_name == job_name:
         return "job_name", job_name
     if spec.base_job_name:
-        return ("base_job_name", spec.base_job_name) if job_name.startswith(spec.base_job_name[:room]) \
-            else ("job_name", job_name)
+        derived = job_name.startswith(spec.base_job_name[:room])
+        return ("base_job_name", spec.base_job_name) if derived else ("job_name", job_name)
     if spec.image_uri and job_name.startswith(default_base_job_name(spec, region)[:room]):
         return "image_uri", spec.image_uri
     return "job_name", job_name
