@@ -39,6 +39,10 @@ def _alive(pid: int) -> bool:
     """Is the escaped fixture process still there (running, or a zombie nobody reaped)?"""
     try:
         proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE and proc.ppid() == os.getpid():
+            # killed, and re-parented to this test process (a subreaper once run_streamed ran here)
+            os.waitpid(pid, os.WNOHANG)
+            return False
         return proc.status() == psutil.STATUS_ZOMBIE or "escape" in " ".join(proc.cmdline()) or (
             "setsid" in " ".join(proc.cmdline()))
     except psutil.NoSuchProcess:
