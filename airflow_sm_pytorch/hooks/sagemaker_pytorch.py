@@ -46,10 +46,13 @@ from airflow_sm_pytorch.hooks.errors import code as _code
 from airflow_sm_pytorch.hooks.errors import is_retryable as _is_retryable
 from airflow_sm_pytorch.hooks.errors import message as _message
 from airflow_sm_pytorch.hooks.logs import LogTailer
+from airflow_sm_pytorch.hooks.resources import NOT_FOUND_CODES, RESOURCES
 from airflow_sm_pytorch.local import config as local_config
 
 TERMINAL_STATES = frozenset({"Completed", "Failed", "Stopped"})
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+#: Services the local runtime serves on its endpoint (the rest, e.g. s3, go where the connection says).
+_RUNTIME_SERVICES = ("sagemaker", "logs", "sagemaker-runtime")
 #: What a local runtime answers when a request's keys or signature are wrong.
 _AUTH_CODES = frozenset({"UnrecognizedClientException", "InvalidSignatureException",
                          "MissingAuthenticationTokenException", "IncompleteSignatureException"})
@@ -65,6 +68,7 @@ class SageMakerPyTorchHook(AwsBaseHook):
         super().__init__(*args, **kwargs)
         self._clients: dict[str, Any] = {}
         self._owner_of_default_bucket: str | None = None  # set when we derived the SDK's default bucket
+        self._bucket_ready = False
 
     # ---------------------------------------------------------------- connection settings
     @cached_property
@@ -116,18 +120,31 @@ class SageMakerPyTorchHook(AwsBaseHook):
             )
         return region
 
+    def _get_config(self, config: Config | None = None) -> Config:
+        """botocore standard retries (10 attempts) unless the connection's own config says otherwise."""
+        return Config(retries={"mode": "standard", "max_attempts": 10}).merge(super()._get_config(config))
+
+    def get_client_type(self, region_name: str | None = None, config: Config | None = None,
+                        deferrable: bool = False) -> Any:
+        """The provider's client (``hook.conn``, waiters, triggers), after starting a silent local runtime."""
+        self.ensure_local_runtime()
+        return super().get_client_type(region_name=region_name or self.region, config=config,
+                                       deferrable=deferrable)
+
     def client(self, service: str) -> Any:
-        """A boto3 client for ``service`` honouring the connection (per-service endpoint, role, region)."""
+        """A boto3 client for ``service`` honouring the connection (per-service endpoint, role, region).
+
+        ``sagemaker`` is the provider's own cached client (``self.conn``); the others are made the same way.
+        """
+        if service == self.client_type:
+            return self.conn
         if service not in self._clients:
-            if self.is_local and service in ("sagemaker", "logs"):
+            if service in _RUNTIME_SERVICES:
                 self.ensure_local_runtime()
-            config = Config(retries={"mode": "standard", "max_attempts": 10})
-            if self.config is not None:  # the connection's botocore config wins over our defaults
-                config = config.merge(self.config)
             self._clients[service] = self.get_session(region_name=self.region).client(
                 service_name=service,
                 endpoint_url=self.conn_config.get_service_endpoint_url(service),
-                config=config,
+                config=self._get_config(),
                 verify=self.verify,
             )
         return self._clients[service]
@@ -166,21 +183,28 @@ class SageMakerPyTorchHook(AwsBaseHook):
 
     @cached_property
     def default_bucket(self) -> str:
-        """The SDK's default bucket, created when missing (as ``Session.default_bucket()`` does)."""
+        """The SDK's default bucket name (STS tells the account when none is configured); created only when
+        something is uploaded into it (:meth:`ensure_default_bucket`), never while planning."""
         bucket = self.settings.get("default_bucket")
         if not bucket and self.local_runtime is not None:
             bucket = local_config.default_bucket_uri(self.local_runtime["root"], self.region)
         if not bucket:
             bucket = f"sagemaker-{self.region}-{self.account_id}"
             self._owner_of_default_bucket = self.account_id
+        return bucket if bucket.startswith("file://") else bucket.removeprefix("s3://").rstrip("/")
+
+    def ensure_default_bucket(self) -> None:
+        """Create the default bucket (or ``file://`` directory) when missing, as ``Session.default_bucket()``."""
+        if self._bucket_ready:
+            return
+        bucket = self.default_bucket
         if bucket.startswith("file://"):
             from airflow_sm_pytorch.storage import parse_uri
 
             Path(parse_uri(bucket).path).mkdir(parents=True, exist_ok=True)
-            return bucket
-        bucket = bucket.removeprefix("s3://").rstrip("/")
-        self._ensure_bucket(bucket)
-        return bucket
+        else:
+            self._ensure_bucket(bucket)
+        self._bucket_ready = True
 
     def _ensure_bucket(self, bucket: str) -> None:
         s3 = self.client("s3")
@@ -217,6 +241,8 @@ class SageMakerPyTorchHook(AwsBaseHook):
         from airflow_sm_pytorch.packaging import sourcedir_bytes
 
         uploaded = []
+        if plan.uploads:
+            self.ensure_default_bucket()
         for upload in plan.uploads:
             data, digest = sourcedir_bytes(upload.files)
             if self.storage.sha256(upload.uri) == digest:
@@ -240,37 +266,94 @@ class SageMakerPyTorchHook(AwsBaseHook):
             extra["ExpectedBucketOwner"] = owner
         return extra
 
-    def submit_training(self, plan: Any) -> tuple[dict[str, Any], bool]:
-        """Describe, then create only when the job does not exist: ``(description, created)``.
-
-        A retried or cleared task therefore re-attaches to its job instead of starting a second one.
-        """
-        name = plan.request["TrainingJobName"]
-        existing = self.find_training_job(name)
-        if existing is not None:
-            self.log.info("Training job %s already exists (%s); attaching to it", name,
-                          existing["TrainingJobStatus"])
-            return existing, False
-        self.upload_plan(plan)
+    # ---------------------------------------------------------------- any resource: describe, create once, wait
+    def describe(self, kind: str, name: str) -> dict[str, Any] | None:
+        """Describe the ``kind`` resource ``name``; None when it does not exist (by error code)."""
+        resource = RESOURCES[kind]
         try:
-            self.client("sagemaker").create_training_job(**plan.request)
-        except ClientError as err:
-            message = _message(err)
-            if _code(err) == "ResourceInUse" or "already exists" in message:
-                self.log.info("Training job %s was created concurrently; attaching to it", name)
-                return self.describe_training_job(name), False
-            raise self.rejected("CreateTrainingJob", err) from err
-        return self.describe_training_job(name), True
-
-    def find_training_job(self, name: str) -> dict[str, Any] | None:
-        try:
-            return self.describe_training_job(name)
+            return self.call("sagemaker", resource.describe, **{resource.name_key: name})
         except RequestRejected as err:
-            text = err.message.lower()
-            missing = any(words in text for words in ("not found", "could not find", "does not exist"))
-            if err.code in ("ValidationException", "ResourceNotFound") and missing:
+            if err.code in NOT_FOUND_CODES:
                 return None
             raise
+
+    def create_once(self, kind: str, request: dict[str, Any],
+                    before_create: Callable[[], Any] | None = None) -> tuple[dict[str, Any], bool]:
+        """Describe, then create only when missing: ``(description, created)``. A create that fails because
+        another caller created it meanwhile attaches too. ``before_create`` (uploads) runs only when creating.
+
+        A retried or cleared task therefore re-attaches to its resource instead of creating a second one.
+        """
+        resource = RESOURCES[kind]
+        name = request[resource.name_key]
+        existing = self.describe(kind, name)
+        if existing is not None:
+            self.log.info("%s %s already exists; attaching to it", kind, name)
+            return existing, False
+        if before_create is not None:
+            before_create()
+        try:
+            self.call("sagemaker", resource.create, **request)
+        except RequestRejected as err:
+            existing = self.describe(kind, name)
+            if existing is None:
+                raise
+            self.log.info("%s %s was created concurrently (%s); attaching to it", kind, name, err.code)
+            return existing, False
+        created = self.describe(kind, name)
+        if created is None:
+            raise RequestRejected(resource.describe, "ValidationException", f"{kind} {name} vanished after creation")
+        return created, True
+
+    def wait_for(self, kind: str, name: str, *, poll_interval: float = 5.0, timeout: float | None = None,
+                 on_poll: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Poll ``kind`` until its acceptors say success or failure; return the last description.
+
+        Throttling, 5xx and connection errors while waiting are retried with backoff (they say nothing about
+        the resource). ``on_poll(description)`` runs after every successful Describe (log tailing).
+        A failure state raises :class:`JobFailed`; ``timeout`` raises :class:`JobTimeout`.
+        """
+        resource = RESOURCES[kind]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        backoff = poll_interval
+        while True:
+            try:
+                desc = self.describe(kind, name)
+                backoff = poll_interval
+            except RequestRejected as err:
+                cause = err.__cause__
+                if not (isinstance(cause, ClientError) and _is_retryable(cause)):
+                    raise
+                backoff = min(backoff * 2, 60.0)
+                self.log.warning("%s was throttled or failed (%s); retrying in %.0fs", resource.describe,
+                                 err.code, backoff)
+                time.sleep(backoff)
+                continue
+            if desc is None:
+                raise RequestRejected(resource.describe, "ValidationException", f"{kind} {name} does not exist")
+            if on_poll is not None:
+                on_poll(desc)
+            outcome = resource.outcome(desc)
+            if outcome == "success":
+                return desc
+            if outcome == "failure":
+                status = desc.get(resource.status_key or "", "")
+                reason = desc.get(resource.reason_key)
+                if status == "Stopped" and not reason:
+                    reason = f"stopped ({desc.get('SecondaryStatus', 'Stopped')})"
+                raise JobFailed(name, status, reason, hint="outputs and logs are kept; see the task log above")
+            if deadline is not None and time.monotonic() > deadline:
+                raise JobTimeout(f"{kind} {name} did not finish within {timeout:.0f}s; it is still "
+                                 f"{desc.get(resource.status_key or '')}")
+            time.sleep(poll_interval)
+
+    # ---------------------------------------------------------------- training
+    def submit_training(self, plan: Any) -> tuple[dict[str, Any], bool]:
+        """Create the plan's training job once (uploading its code only when creating)."""
+        return self.create_once("TrainingJob", plan.request, before_create=lambda: self.upload_plan(plan))
+
+    def find_training_job(self, name: str) -> dict[str, Any] | None:
+        return self.describe("TrainingJob", name)
 
     def describe_training_job(self, name: str) -> dict[str, Any]:
         return self.call("sagemaker", "DescribeTrainingJob", TrainingJobName=name)
@@ -304,39 +387,19 @@ class SageMakerPyTorchHook(AwsBaseHook):
         """
         sink = _masking(log_sink or self.log.info, mask)
         tailer = LogTailer(self, name) if logs else None
-        deadline = None if timeout is None else time.monotonic() + timeout
-        backoff = poll_interval
-        last_secondary = None
-        while True:
-            try:
-                desc = self.describe_training_job(name)
-                backoff = poll_interval
-            except RequestRejected as err:
-                cause = err.__cause__
-                if not (isinstance(cause, ClientError) and _is_retryable(cause)):
-                    raise
-                backoff = min(backoff * 2, 60.0)
-                self.log.warning("DescribeTrainingJob was throttled or failed (%s); retrying in %.0fs",
-                                 err.code, backoff)
-                time.sleep(backoff)
-                continue
+        last_secondary: list[str | None] = [None]
+
+        def on_poll(desc: dict[str, Any]) -> None:
             if tailer is not None:
-                for line in tailer.poll():
+                lines = tailer.drain() if desc["TrainingJobStatus"] in TERMINAL_STATES else tailer.poll()
+                for line in lines:
                     sink(line)
             secondary = desc.get("SecondaryStatus")
-            if secondary != last_secondary:
+            if secondary != last_secondary[0]:
                 self.log.info("Training job %s: %s / %s", name, desc["TrainingJobStatus"], secondary)
-                last_secondary = secondary
-            if desc["TrainingJobStatus"] in TERMINAL_STATES:
-                if tailer is not None:
-                    for line in tailer.drain():
-                        sink(line)
-                check_training_outcome(desc)
-                return desc
-            if deadline is not None and time.monotonic() > deadline:
-                raise JobTimeout(f"Training job {name} did not finish within {timeout:.0f}s; it is still "
-                                 f"{desc['TrainingJobStatus']} ({secondary})")
-            time.sleep(poll_interval)
+                last_secondary[0] = secondary
+
+        return self.wait_for("TrainingJob", name, poll_interval=poll_interval, timeout=timeout, on_poll=on_poll)
 
     # ---------------------------------------------------------------- data staging
     def upload_data(self, path: str | os.PathLike[str], *, key_prefix: str = "data",
@@ -350,6 +413,8 @@ class SageMakerPyTorchHook(AwsBaseHook):
         parts = [key_prefix.strip("/")]
         if bucket is None and self.settings.get("default_bucket_prefix"):
             parts.insert(0, self.settings["default_bucket_prefix"].strip("/"))
+        if bucket is None:
+            self.ensure_default_bucket()
         target = "/".join([_bucket_uri(bucket or self.default_bucket), *filter(None, parts)])
         src = Path(path)
         if src.is_dir():
@@ -424,18 +489,6 @@ def _local_runtime(settings: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out["allow_paths"], str):
         out["allow_paths"] = [out["allow_paths"]]
     return out
-
-
-def check_training_outcome(desc: dict[str, Any]) -> None:
-    """Raise :class:`JobFailed` unless the job Completed (Stopped is a failure too)."""
-    status = desc["TrainingJobStatus"]
-    if status == "Completed":
-        return
-    reason = desc.get("FailureReason")
-    if status == "Stopped" and not reason:
-        reason = f"stopped ({desc.get('SecondaryStatus', 'Stopped')})"
-    raise JobFailed(desc["TrainingJobName"], status, reason,
-                    hint="outputs and logs are kept; see the task log above")
 
 
 def _masking(sink: Callable[[str], None], mask: Iterable[str]) -> Callable[[str], None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from botocore.exceptions import ClientError
 
 from airflow_sm_pytorch.exceptions import RequestRejected, SpecError
 from airflow_sm_pytorch.hooks.sagemaker_pytorch import SageMakerPyTorchHook
@@ -33,11 +34,16 @@ def _keys(url, bucket):
     return [o["Key"] for o in boto_client("s3", url).list_objects_v2(Bucket=bucket).get("Contents", [])]
 
 
-def test_default_bucket_is_the_sdks_and_is_created(moto_conn, moto_reset):
+def test_default_bucket_is_the_sdks_and_is_created_by_the_first_upload_only(moto_conn, moto_reset, tmp_path):
     hook = SageMakerPyTorchHook(aws_conn_id=moto_conn)
     assert hook.default_bucket == "sagemaker-us-east-1-123456789012"
-    boto_client("s3", moto_reset).head_bucket(Bucket=hook.default_bucket)
     assert not hook.is_local
+    s3 = boto_client("s3", moto_reset)
+    with pytest.raises(ClientError):  # naming it created nothing
+        s3.head_bucket(Bucket=hook.default_bucket)
+    (tmp_path / "a.csv").write_text("1\n")
+    hook.upload_data(tmp_path / "a.csv", key_prefix="x")
+    s3.head_bucket(Bucket=hook.default_bucket)
 
 
 def test_submit_creates_once_then_attaches(moto_conn, moto_reset, source_dir):
@@ -74,7 +80,8 @@ def test_bad_input_fails_before_anything_is_uploaded(moto_conn, moto_reset, sour
         hook.plan_training(_spec(source_dir, hyperparameters={"sagemaker_program": "x.py"}), job_name="bad")
     with pytest.raises(SpecError, match="upload it first"):
         hook.plan_training(_spec(source_dir, inputs=str(source_dir)), job_name="bad")
-    assert _keys(moto_reset, hook.default_bucket) == []
+    with pytest.raises(ClientError):  # planning never creates the bucket, let alone uploads
+        boto_client("s3", moto_reset).head_bucket(Bucket=hook.default_bucket)
 
 
 def test_service_errors_are_translated_at_the_hook(moto_conn):
@@ -105,3 +112,29 @@ def test_uploads_to_the_generated_default_bucket_name_its_owner_as_the_sdk_does(
     assert hook._upload_args(plan.uploads[0]) == {"ServerSideEncryption": "aws:kms",
                                                   "ExpectedBucketOwner": "123456789012"}
     assert hook.upload_plan(plan) == [plan.uploads[0].uri]  # moto accepts the owner check
+
+
+IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6.0-cpu-py312"
+
+
+def test_one_generic_path_creates_any_resource_once_and_waits_on_its_acceptors(moto_conn):
+    """airflow_sm_pytorch.hooks.resources: models, configs and endpoints go the training job's way."""
+    from airflow_sm_pytorch.hooks.resources import RESOURCES
+
+    hook = SageMakerPyTorchHook(aws_conn_id=moto_conn)
+    assert hook.describe("Endpoint", "nope") is None and hook.describe("Model", "nope") is None
+    model = {"ModelName": "m1", "ExecutionRoleArn": ROLE,
+             "PrimaryContainer": {"Image": IMAGE, "ModelDataUrl": "s3://data-bucket/model.tar.gz"}}
+    first, created = hook.create_once("Model", model)
+    assert created and first["ModelName"] == "m1"
+    again, created = SageMakerPyTorchHook(aws_conn_id=moto_conn).create_once("Model", model)
+    assert not created and again["ModelArn"] == first["ModelArn"]
+    config = {"EndpointConfigName": "c1", "ProductionVariants": [
+        {"VariantName": "AllTraffic", "ModelName": "m1", "InitialInstanceCount": 1,
+         "InstanceType": "ml.m5.xlarge", "InitialVariantWeight": 1}]}
+    hook.create_once("EndpointConfig", config)
+    hook.create_once("Endpoint", {"EndpointName": "e1", "EndpointConfigName": "c1"})
+    desc = hook.wait_for("Endpoint", "e1", poll_interval=0.01, timeout=30)
+    assert desc["EndpointStatus"] == "InService" and RESOURCES["Endpoint"].outcome(desc) == "success"
+    assert RESOURCES["Endpoint"].outcome({"EndpointStatus": "Creating"}) == "retry"
+    assert RESOURCES["TrainingJob"].outcome({"TrainingJobStatus": "Stopped"}) == "failure"
