@@ -77,6 +77,7 @@ CODE = "code"
 DEFAULT_PROGRAM = "inference.py"  # the toolkit's SAGEMAKER_PROGRAM default
 MODEL_SUFFIXES = (".pt", ".pth")
 CHUNK = 1 << 20
+RAW_CHUNK = 1 << 18  # compressed bytes fed at a time: bounds zlib's unconsumed_tail copies on 1000:1 data
 BLOCK = tarfile.BLOCKSIZE
 _GZIP_HEADER = b"\x1f\x8b\x08\x00" + b"\x00" * 4 + b"\x00\xff"  # deflate, no flags, mtime 0, OS unknown
 _TAR_ENCODING = ("utf-8", "surrogateescape")  # tarfile's own defaults
@@ -209,7 +210,7 @@ class _Inflate:
 
     def _fill(self, n: int) -> bool:
         while len(self.pending) < n:
-            chunk = self.raw.read(max(CHUNK, n - len(self.pending)))
+            chunk = self.raw.read(max(RAW_CHUNK, n - len(self.pending)))
             if not chunk:
                 return False
             self.pending += chunk
