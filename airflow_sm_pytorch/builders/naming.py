@@ -26,6 +26,11 @@ JOB_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
 JOB_NAME_RE = re.compile(JOB_NAME_PATTERN)
 MAX_JOB_NAME_LENGTH = 63
 
+#: ``EndpointName`` / ``EndpointConfigName`` share the job name's pattern; ``ModelName`` has its own.
+ENDPOINT_NAME_PATTERN = JOB_NAME_PATTERN
+MODEL_NAME_PATTERN = r"^[a-zA-Z0-9]([\-a-zA-Z0-9]*[a-zA-Z0-9])?$"
+_TIMESTAMP_SUFFIX = re.compile(r"^(.+)-(\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}-\d{3}|\d{6}-\d{4})")
+
 #: Hex characters of the sha256 digest that make a task-instance name unique (64 bits).
 DIGEST_LENGTH = 16
 DEFAULT_PREFIX = "pytorch"
@@ -52,6 +57,12 @@ def sdk_job_name(base: str, now: float | _dt.datetime | None = None) -> str:
     timestamp = sagemaker_timestamp(now)
     trimmed = base[: MAX_JOB_NAME_LENGTH - len(timestamp) - 1]
     return f"{trimmed}-{timestamp}"
+
+
+def base_from_name(name: str) -> str:
+    """``sagemaker.utils.base_from_name``: ``name`` without its ``-<timestamp>`` suffix (either SDK form)."""
+    match = _TIMESTAMP_SUFFIX.match(name)
+    return match.group(1) if match else name
 
 
 def sanitise(text: str) -> str:
@@ -81,14 +92,29 @@ def task_job_name(
     return f"{prefix}-{digest}"
 
 
-def validate_job_name(name: object, field: str = "job_name") -> str:
-    """Return ``name`` if SageMaker accepts it as a training job name, else raise :class:`SpecError`."""
-    if not isinstance(name, str) or len(name) > MAX_JOB_NAME_LENGTH or not JOB_NAME_RE.fullmatch(name):
+def _validate_name(name: object, field: str, pattern: str, what: str) -> str:
+    if not isinstance(name, str) or len(name) > MAX_JOB_NAME_LENGTH or not re.fullmatch(pattern, name):
         detail = f" (it has {len(name)})" if isinstance(name, str) and len(name) > MAX_JOB_NAME_LENGTH else ""
         raise SpecError(
             field,
             name,
-            f"use at most {MAX_JOB_NAME_LENGTH} characters{detail} matching {JOB_NAME_PATTERN}: letters, "
-            "digits and hyphens, starting and ending with a letter or digit (no '_' or '.')",
+            f"use at most {MAX_JOB_NAME_LENGTH} characters{detail} matching {pattern}: {what}",
         )
     return name
+
+
+def validate_job_name(name: object, field: str = "job_name") -> str:
+    """Return ``name`` if SageMaker accepts it as a training job name, else raise :class:`SpecError`."""
+    return _validate_name(name, field, JOB_NAME_PATTERN, "letters, digits and hyphens, starting and "
+                          "ending with a letter or digit (no '_' or '.')")
+
+
+def validate_endpoint_name(name: object, field: str = "endpoint_name") -> str:
+    """``EndpointName`` (and ``EndpointConfigName``): the training job name's rules."""
+    return validate_job_name(name, field)
+
+
+def validate_model_name(name: object, field: str = "name") -> str:
+    """``ModelName``: letters, digits and hyphens (no double-hyphen rule), at most 63 characters."""
+    return _validate_name(name, field, MODEL_NAME_PATTERN, "letters, digits and hyphens, starting and "
+                          "ending with a letter or digit (no '_' or '.')")
