@@ -1,8 +1,10 @@
-"""Typed, frozen inputs users give: the SageMaker SDK ``PyTorch`` estimator's keyword arguments.
+"""Typed, frozen inputs users give: the SageMaker SDK ``PyTorch`` estimator's, ``PyTorchModel``'s and
+``deploy``'s keyword arguments.
 
-``TrainingSpec`` mirrors ``sagemaker.pytorch.PyTorch(...)`` plus ``fit(inputs=..., job_name=...)``, so a
-user can move an SDK call into a DAG by copying its keyword arguments. It holds data and checks what can
-be checked without I/O (``__post_init__``); turning it into a request is ``builders.training``'s job.
+``TrainingSpec`` mirrors ``sagemaker.pytorch.PyTorch(...)`` plus ``fit(inputs=..., job_name=...)``,
+``ModelSpec`` ``PyTorchModel(...)`` and ``DeploySpec`` ``deploy(...)``, so a user can move an SDK call into
+a DAG by copying its keyword arguments. Each holds data and checks what can be checked without I/O
+(``__post_init__``); turning them into requests is ``builders.training``'s and ``builders.deploy``'s job.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow_sm_pytorch.builders.hyperparameters import check_user_hyperparameters
-from airflow_sm_pytorch.builders.naming import validate_job_name
+from airflow_sm_pytorch.builders.naming import validate_endpoint_name, validate_job_name, validate_model_name
 from airflow_sm_pytorch.exceptions import SpecError
 
 
@@ -220,18 +222,10 @@ def check_entry_point(entry_point: str, source_dir: str | None) -> None:
                         "'..' leading out); move the script into source_dir", problem="is outside source_dir")
 
 
-def _check_required(spec: TrainingSpec) -> None:
-    if not spec.entry_point:
-        raise SpecError("entry_point", spec.entry_point, "Argument entry_point must be set when "
-                        "training_recipe is not provided", problem="is required")
-    if spec.entry_point.lower().startswith("s3://"):
-        raise SpecError("entry_point", spec.entry_point, f"Invalid entry point script: {spec.entry_point}. "
-                        "Must be a path to a local file.")
-    check_entry_point(spec.entry_point, spec.source_dir)
+def _check_role_and_image(spec: Any, no_role: str) -> None:
+    """A role ARN (``no_role``: the SDK's message when it is missing), and versions or an image."""
     if not spec.role:
-        raise SpecError("role", spec.role, "An AWS IAM role is required to create an estimator. Please "
-                        "provide a valid `role` argument with the ARN of an IAM role that has the necessary "
-                        "SageMaker permissions.", problem="is required")
+        raise SpecError("role", spec.role, no_role, problem="is required")
     if "/" not in spec.role:
         raise SpecError("role", spec.role, "use the role's full ARN (arn:aws:iam::<account>:role/<name>); "
                         "a bare role name would need an IAM lookup")
@@ -240,6 +234,19 @@ def _check_required(spec: TrainingSpec) -> None:
         raise SpecError(field, None, "framework_version or py_version was None, yet image_uri was also None. "
                         "Either specify both framework_version and py_version, or specify image_uri.",
                         problem="is required")
+
+
+def _check_required(spec: TrainingSpec) -> None:
+    if not spec.entry_point:
+        raise SpecError("entry_point", spec.entry_point, "Argument entry_point must be set when "
+                        "training_recipe is not provided", problem="is required")
+    if spec.entry_point.lower().startswith("s3://"):
+        raise SpecError("entry_point", spec.entry_point, f"Invalid entry point script: {spec.entry_point}. "
+                        "Must be a path to a local file.")
+    check_entry_point(spec.entry_point, spec.source_dir)
+    _check_role_and_image(spec, "An AWS IAM role is required to create an estimator. Please provide a valid "
+                          "`role` argument with the ARN of an IAM role that has the necessary SageMaker "
+                          "permissions.")
     if spec.instance_type is None:
         raise SpecError("instance_type", None, "instance_count and instance_type must be set if "
                         "instance_groups is not set (e.g. ml.m5.xlarge, or local / local_gpu)",
@@ -280,27 +287,34 @@ def _check_resources(spec: TrainingSpec) -> None:
                             "with an s3:// source_dir nothing is packaged, so dependencies would be ignored")
 
 
-def _check_tags_env(spec: TrainingSpec) -> None:
-    tags = spec.tags
+def check_tags(tags: Any, field: str = "tags") -> None:
+    """A mapping ``{"key": "value"}`` or a list of ``{"Key": ..., "Value": ...}`` (``format_tags``)."""
     if tags is not None and not isinstance(tags, Mapping):
         if isinstance(tags, (str, bytes)) or not isinstance(tags, Sequence) or not all(
                 isinstance(t, Mapping) and set(t) == {"Key", "Value"} for t in tags):
-            raise SpecError("tags", tags,
-                            'use a mapping {"key": "value"} or a list of {"Key": ..., "Value": ...}')
-    env = spec.environment or {}
+            raise SpecError(field, tags, 'use a mapping {"key": "value"} or a list of {"Key": ..., "Value": ...}')
+
+
+def check_environment(env: Mapping[str, Any] | None, field: str, max_length: int = MAX_ENV_LENGTH) -> None:
+    """At most 100 variables, names matching ``[a-zA-Z_][a-zA-Z0-9_]*``, string values of bounded length."""
+    env = env or {}
     if len(env) > MAX_ENV_ENTRIES:
-        raise SpecError("environment", dict(env), f"use at most {MAX_ENV_ENTRIES} variables (it has "
-                        f"{len(env)})", problem="has too many entries")
+        raise SpecError(field, dict(env), f"use at most {MAX_ENV_ENTRIES} variables (it has {len(env)})",
+                        problem="has too many entries")
     for key, value in env.items():
-        if not isinstance(key, str) or len(key) > MAX_ENV_LENGTH or not ENV_KEY_RE.fullmatch(key):
-            raise SpecError(f"environment[{key}]", key, "use a name matching [a-zA-Z_][a-zA-Z0-9_]* of at "
-                            f"most {MAX_ENV_LENGTH} characters", problem="is not a valid variable name")
+        if not isinstance(key, str) or len(key) > max_length or not ENV_KEY_RE.fullmatch(key):
+            raise SpecError(f"{field}[{key}]", key, "use a name matching [a-zA-Z_][a-zA-Z0-9_]* of at "
+                            f"most {max_length} characters", problem="is not a valid variable name")
         if not isinstance(value, str):
-            raise SpecError(f"environment[{key}]", value,
-                            f'quote it: environment values are strings ("{value}")')
-        if len(value) > MAX_ENV_LENGTH:
-            raise SpecError(f"environment[{key}]", value, f"use at most {MAX_ENV_LENGTH} characters "
+            raise SpecError(f"{field}[{key}]", value, f'quote it: environment values are strings ("{value}")')
+        if len(value) > max_length:
+            raise SpecError(f"{field}[{key}]", value, f"use at most {max_length} characters "
                             f"(it has {len(value)}); pass longer values in a file", problem="is too long")
+
+
+def _check_tags_env(spec: TrainingSpec) -> None:
+    check_tags(spec.tags)
+    check_environment(spec.environment, "environment")
 
 
 def _check_inputs(spec: TrainingSpec) -> None:
@@ -375,18 +389,8 @@ class TrainingSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainingSpec:
         """Build from a plain mapping (a spec file, operator kwargs), refusing unknown keys by name."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            key = unknown[0]
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            fix = f"did you mean {close[0]!r}?" if close else f"use one of {sorted(known)}"
-            raise SpecError(key, data[key], fix, problem="is not a PyTorch estimator argument")
-        kwargs = dict(data)
-        for name in ("dependencies", "subnets", "security_group_ids", "metric_definitions"):
-            if isinstance(kwargs.get(name), list):
-                kwargs[name] = tuple(kwargs[name])
-        return cls(**kwargs)
+        return _from_dict(cls, data, "a PyTorch estimator argument",
+                          ("dependencies", "subnets", "security_group_ids", "metric_definitions"))
 
     def to_dict(self) -> dict[str, Any]:
         """The non-default fields, JSON-friendly (what a spec file would hold)."""
@@ -396,3 +400,186 @@ class TrainingSpec:
             if value != f.default:
                 out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
+
+
+def _from_dict(cls: Any, data: Mapping[str, Any], what: str, tuples: tuple[str, ...]) -> Any:
+    """``cls(**data)``, refusing unknown keys by name (with the closest known one) and making lists tuples."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, sorted(known), n=1)
+        fix = f"did you mean {close[0]!r}?" if close else f"use one of {sorted(known)}"
+        raise SpecError(key, data[key], fix, problem=f"is not {what}")
+    kwargs = dict(data)
+    for name in tuples:
+        if isinstance(kwargs.get(name), list):
+            kwargs[name] = tuple(kwargs[name])
+    return cls(**kwargs)
+
+
+def _check_typed(obj: Any, strings: tuple[str, ...], ints: tuple[str, ...], mappings: tuple[str, ...]) -> None:
+    """Optional fields of ``obj``: strings, positive-or-zero integers (not bools), mappings."""
+    for name in strings:
+        value = getattr(obj, name)
+        if value is not None and not isinstance(value, str):
+            hint = " (quote it, e.g. '2.3.0')" if isinstance(value, (int, float)) else ""
+            raise SpecError(name, value, f"use a string{hint}", problem="has the wrong type")
+    for name in ints:
+        value = getattr(obj, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise SpecError(name, value, "use an integer", problem="has the wrong type")
+    for name in mappings:
+        if getattr(obj, name) is not None and not isinstance(getattr(obj, name), Mapping):
+            raise SpecError(name, getattr(obj, name), "use a mapping", problem="has the wrong type")
+
+
+# ----------------------------------------------------------------------------------------- deploy
+#: ``DataCaptureConfig`` and ``ServerlessInferenceConfig`` arguments (SDK 2.257.6).
+DATA_CAPTURE_FIELDS = ("enable_capture", "sampling_percentage", "destination_s3_uri", "kms_key_id",
+                       "capture_options", "csv_content_types", "json_content_types")
+SERVERLESS_FIELDS = ("memory_size_in_mb", "max_concurrency", "provisioned_concurrency")
+
+
+def _check_arguments(value: Mapping[str, Any], allowed: tuple[str, ...], field: str, what: str) -> None:
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(allowed), n=1)
+        fix = f"did you mean {close[0]!r}?" if close else f"use the {what} arguments {list(allowed)}"
+        raise SpecError(f"{field}.{unknown[0]}", value[unknown[0]], fix, problem=f"is not a {what} argument")
+
+
+def check_deploy_entry_point(entry_point: str, source_dir: str | None) -> None:
+    """The training rules, plus: the inference script sits at the root of ``source_dir``.
+
+    SageMaker's serving container runs ``SAGEMAKER_PROGRAM`` from ``code/``, and the SDK sets it to the
+    script's basename, so ``sub/inference.py`` would never be found.
+    """
+    if entry_point.lower().startswith("s3://"):
+        raise SpecError("entry_point", entry_point, "give a local inference script (its code is packaged "
+                        "into model.tar.gz); to use code already in S3 pass source_dir=s3://.../sourcedir.tar.gz")
+    check_entry_point(entry_point, source_dir)
+    if source_dir and "/" in posixpath.normpath(entry_point.replace(os.sep, "/")):
+        raise SpecError("entry_point", entry_point, "put the inference script at the root of source_dir and "
+                        f"give its name ({posixpath.basename(entry_point)!r}): the model server runs "
+                        "code/<basename of entry_point>", problem="is not at the root of source_dir")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """The SDK's ``PyTorchModel`` arguments (``framework_version`` defaults to "1.3", as there)."""
+
+    model_data: str | None = None
+    role: str | None = None
+    entry_point: str | None = None
+    framework_version: str | None = "1.3"
+    py_version: str | None = None
+    image_uri: str | None = None
+    model_server_workers: int | None = None
+    source_dir: str | None = None
+    dependencies: tuple[str, ...] = ()
+    env: Mapping[str, str] | None = None
+    name: str | None = None
+    code_location: str | None = None
+    container_log_level: int = 20
+    vpc_config: Mapping[str, Any] | None = None
+    enable_network_isolation: bool = False
+    model_kms_key: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_typed(self, ("model_data", "role", "entry_point", "framework_version", "py_version", "image_uri",
+                            "source_dir", "name", "code_location", "model_kms_key"),
+                     ("model_server_workers", "container_log_level"), ("env", "vpc_config"))
+        if not isinstance(self.enable_network_isolation, bool):
+            raise SpecError("enable_network_isolation", self.enable_network_isolation, "use true or false")
+        if not self.model_data:
+            raise SpecError("model_data", self.model_data, "give the S3 URI of the model.tar.gz to deploy "
+                            "(or a file:// URI / local path with the local runtime)", problem="is required")
+        check_location(self.model_data, "model_data", paths=True)
+        _check_role_and_image(self, "Role can not be null for deploying a model: give the ARN of an IAM "
+                              "role SageMaker can assume")
+        if self.framework_version is None:
+            raise SpecError("framework_version", None, "give the PyTorch version the image serves (e.g. "
+                            "'2.3.0'): it decides how the code is packaged (>= 1.2: repacked into "
+                            "model.tar.gz; older: a separate sourcedir.tar.gz)", problem="is required")
+        if self.entry_point is not None:
+            check_deploy_entry_point(self.entry_point, self.source_dir)
+        elif self.source_dir or self.dependencies:
+            field = "source_dir" if self.source_dir else "dependencies"
+            raise SpecError(field, getattr(self, field), "also give entry_point (the inference script): "
+                            "without it no code is packaged", problem="needs entry_point")
+        if self.source_dir and uri_kind(self.source_dir) != "path":
+            check_location(self.source_dir, "source_dir")
+        if self.code_location is not None:
+            check_location(self.code_location, "code_location")
+        if self.model_server_workers is not None and self.model_server_workers < 1:
+            raise SpecError("model_server_workers", self.model_server_workers, "use 1 or more, or leave it "
+                            "unset (one worker per CPU or GPU)")
+        check_environment(self.env, "env", max_length=1024)
+        if self.name is not None:
+            validate_model_name(self.name, "name")
+        vpc = self.vpc_config
+        if vpc is not None and not (set(vpc) == {"Subnets", "SecurityGroupIds"}
+                                    and all(isinstance(v, (list, tuple)) and v for v in vpc.values())):
+            raise SpecError("vpc_config", dict(vpc), 'use {"Subnets": [...], "SecurityGroupIds": [...]}, both '
+                            "non-empty")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
+        """Build from a plain mapping, refusing unknown keys by name."""
+        return _from_dict(cls, data, "a PyTorchModel argument", ("dependencies",))
+
+
+@dataclasses.dataclass(frozen=True)
+class DeploySpec:
+    """The SDK's ``deploy(...)`` arguments (``Model.deploy`` / ``PyTorch.deploy``) that build requests."""
+
+    initial_instance_count: int | None = None
+    instance_type: str | None = None
+    accelerator_type: str | None = None
+    endpoint_name: str | None = None
+    tags: Any = None
+    kms_key: str | None = None
+    data_capture_config: Mapping[str, Any] | None = None
+    serverless_inference_config: Mapping[str, Any] | None = None  # {} = the SDK's defaults
+    volume_size: int | None = None
+    model_data_download_timeout: int | None = None
+    container_startup_health_check_timeout: int | None = None
+    inference_ami_version: str | None = None
+
+    @property
+    def serverless(self) -> bool:
+        return self.serverless_inference_config is not None
+
+    def __post_init__(self) -> None:
+        _check_typed(self, ("instance_type", "accelerator_type", "endpoint_name", "kms_key", "inference_ami_version"),
+                     ("initial_instance_count", "volume_size", "model_data_download_timeout",
+                      "container_startup_health_check_timeout"),
+                     ("data_capture_config", "serverless_inference_config"))
+        check_tags(self.tags)
+        if self.initial_instance_count is not None and self.initial_instance_count < 1:
+            raise SpecError("initial_instance_count", self.initial_instance_count, "use 1 or more instances "
+                            "(or serverless_inference_config for an endpoint that scales to zero)")
+        if not self.serverless and not (self.instance_type and self.initial_instance_count):
+            field = "initial_instance_count" if self.instance_type else "instance_type"
+            raise SpecError(field, getattr(self, field), "Must specify instance type and instance count unless "
+                            "using serverless inference (e.g. instance_type: ml.m5.xlarge, "
+                            "initial_instance_count: 1)", problem="is required")
+        if self.endpoint_name is not None:
+            validate_endpoint_name(self.endpoint_name)
+        if self.serverless:
+            _check_arguments(self.serverless_inference_config or {}, SERVERLESS_FIELDS,
+                             "serverless_inference_config", "ServerlessInferenceConfig")
+        capture = self.data_capture_config
+        if capture is not None:
+            _check_arguments(capture, DATA_CAPTURE_FIELDS, "data_capture_config", "DataCaptureConfig")
+            if not isinstance(capture.get("enable_capture"), bool):
+                raise SpecError("data_capture_config.enable_capture", capture.get("enable_capture"),
+                                "use true or false", problem="is required")
+            if capture.get("destination_s3_uri") is not None:
+                check_location(capture["destination_s3_uri"], "data_capture_config.destination_s3_uri")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DeploySpec:
+        """Build from a plain mapping, refusing unknown keys by name."""
+        return _from_dict(cls, data, "a deploy argument", ())
