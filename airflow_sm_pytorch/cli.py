@@ -21,6 +21,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = plan_kinds.add_parser("train", help="a CreateTrainingJob request from PyTorch estimator kwargs")
     train.add_argument("--spec", required=True, help="JSON or YAML file: estimator kwargs, inputs, job_name, "
                        "region, default_bucket, default_bucket_prefix")
+    deploy = plan_kinds.add_parser("deploy", help="CreateModel, CreateEndpointConfig and CreateEndpoint requests "
+                                   "from PyTorchModel (or estimator + training job) and deploy kwargs")
+    deploy.add_argument("--spec", required=True, help="JSON or YAML file: model (PyTorchModel kwargs) or "
+                        "estimator + training_job_name, deploy (deploy kwargs), name, region, default_bucket, "
+                        "default_bucket_prefix, local")
 
     local = commands.add_parser("local", help="the local SageMaker-compatible runtime")
     local_cmds = local.add_subparsers(dest="local_command", required=True)

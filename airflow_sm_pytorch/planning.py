@@ -1,4 +1,4 @@
-"""``airflow-sm-pytorch plan train --spec F``: print the exact request and uploads; send nothing.
+"""``airflow-sm-pytorch plan train|deploy --spec F``: print the exact requests and uploads; send nothing.
 
 The spec file (``.json``: read by the json module; otherwise YAML, with YAML 1.2's numbers, so that
 ``lr: 1e-5`` is a float as in Python) holds the ``PyTorch`` estimator's keyword arguments plus ``inputs`` and
@@ -6,6 +6,11 @@ The spec file (``.json``: read by the json module; otherwise YAML, with YAML 1.2
 ``AWS_DEFAULT_REGION``), ``default_bucket``, ``default_bucket_prefix`` and ``local``. Relative paths
 (``entry_point``, ``source_dir``, ``dependencies``, local inputs) are resolved against the current
 directory, as with the SDK.
+
+``plan deploy``'s spec file holds ``model`` (``PyTorchModel`` arguments) or ``estimator`` (``PyTorch``
+arguments) with ``training_job_name`` (the job whose output is deployed, derived offline as ``fit`` would
+have produced it), plus ``deploy`` (``deploy(...)`` arguments), ``name`` (the model name) and the same
+session keys. It prints ``{"CreateModel", "CreateEndpointConfig", "CreateEndpoint", "uploads"}``.
 
 Without ``default_bucket``, when one is needed, the SDK's ``sagemaker-<region>-<account>`` is used, the
 account coming from STS ``GetCallerIdentity`` (a read-only call; boto3 is imported only then). Nothing
@@ -17,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +101,23 @@ def _account_bucket(region: str) -> str:
     return f"sagemaker-{region}-{account}"
 
 
+def _session_keys(data: dict[str, Any]) -> tuple[str, Any, Any, bool]:
+    """Pop ``region``, ``default_bucket``, ``default_bucket_prefix`` and ``local`` from ``data``."""
+    region = _region(data)
+    bucket = data.pop("default_bucket", None)
+    prefix = data.pop("default_bucket_prefix", None)
+    local = data.pop("local", False)
+    if not isinstance(local, bool):
+        raise SpecError("local", local, "use true (the local runtime) or false (AWS)")
+    return region, bucket, prefix, local
+
+
+def _no_bucket(local: bool) -> SpecError:
+    return SpecError("default_bucket", None, "set default_bucket to a file:///... directory (or a bucket) for "
+                     "the local runtime", problem="is required") if local else SpecError(
+        "default_bucket", None, "set default_bucket", problem="is required")
+
+
 def build_plan(data: dict[str, Any]) -> Any:
     """Spec-file contents -> :class:`TrainingPlan` (session keys popped, job name chosen)."""
     from airflow_sm_pytorch.builders.naming import sdk_job_name
@@ -107,22 +130,73 @@ def build_plan(data: dict[str, Any]) -> Any:
     from airflow_sm_pytorch.specs import TrainingSpec
 
     data = dict(data)
-    region = _region(data)
-    bucket = data.pop("default_bucket", None)
-    prefix = data.pop("default_bucket_prefix", None)
-    local = data.pop("local", False)
-    if not isinstance(local, bool):
-        raise SpecError("local", local, "use true (the local runtime) or false (AWS)")
+    region, bucket, prefix, local = _session_keys(data)
     spec = TrainingSpec.from_dict(data)
     if not bucket and needs_default_bucket(spec):
         if local:
-            raise SpecError("default_bucket", None, "set default_bucket to a file:///... directory (or a "
-                            "bucket) for the local runtime", problem="is required")
+            raise _no_bucket(local)
         bucket = _account_bucket(region)
     session = Session(region=region, default_bucket=str(bucket or ""), default_bucket_prefix=prefix,
                       local=local)
     job_name = spec.job_name or sdk_job_name(default_base_job_name(spec, region))
     return build_training_plan(spec, session, job_name=job_name)
+
+
+DEPLOY_KEYS = ("model", "estimator", "training_job_name", "deploy", "name")
+
+
+def _section(data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SpecError(key, value, f"write {key} as a mapping of keyword arguments", problem="is not a mapping")
+    return value
+
+
+def build_deploy(data: dict[str, Any]) -> Any:
+    """Spec-file contents -> :class:`DeployPlan`; the default bucket is looked up (STS) only when needed."""
+    import difflib
+
+    from airflow_sm_pytorch.builders.deploy import build_deploy_plan, trained_model_from_estimator
+    from airflow_sm_pytorch.builders.training import Session
+    from airflow_sm_pytorch.specs import DeploySpec, ModelSpec, TrainingSpec
+
+    data = dict(data)
+    region, bucket, prefix, local = _session_keys(data)
+    unknown = sorted(set(data) - set(DEPLOY_KEYS))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], DEPLOY_KEYS, n=1)
+        fix = f"did you mean {close[0]!r}?" if close else f"use {list(DEPLOY_KEYS)} and the session keys"
+        raise SpecError(unknown[0], data[unknown[0]], fix, problem="is not a plan deploy key")
+    if ("model" in data) == ("estimator" in data):
+        raise SpecError("model", data.get("model"), "give either model (PyTorchModel arguments) or estimator "
+                        "(PyTorch arguments) with training_job_name", problem="conflicts" if "model" in data
+                        else "is required")
+    deploy = DeploySpec.from_dict(_section(data, "deploy"))
+    name = data.get("name")
+
+    def build(default_bucket: str) -> Any:
+        session = Session(region=region, default_bucket=default_bucket, default_bucket_prefix=prefix, local=local)
+        if "model" in data:
+            source: Any = ModelSpec.from_dict(_section(data, "model"))
+        else:
+            job = data.get("training_job_name")
+            if not job:
+                raise SpecError("training_job_name", job, "name the training job whose model to deploy",
+                                problem="is required")
+            estimator = TrainingSpec.from_dict(_section(data, "estimator"))
+            source = trained_model_from_estimator(estimator, session, training_job_name=str(job))
+        return build_deploy_plan(source, deploy, session, model_name=name)
+
+    try:
+        return build(str(bucket or ""))
+    except SpecError as exc:
+        if bucket or exc.field != "default_bucket":
+            raise
+        if local:
+            raise _no_bucket(local) from None
+    return build(_account_bucket(region))
 
 
 def _paragraph(text: str) -> str:
@@ -134,7 +208,10 @@ def plan_main(args: Any) -> int:
     import yaml
 
     try:
-        plan = build_plan(load_spec(args.spec))
+        data = load_spec(args.spec)
+        with warnings.catch_warnings():  # the plan's own warnings are printed below, once
+            warnings.simplefilter("ignore")
+            plan = build_deploy(data) if getattr(args, "kind", "train") == "deploy" else build_plan(data)
     except SpecError as exc:
         print(f"error: {_paragraph(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -148,5 +225,7 @@ def plan_main(args: Any) -> int:
     except yaml.YAMLError as exc:
         print(f"error: {args.spec} is not valid JSON or YAML: {_paragraph(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    for note in getattr(plan, "warnings", ()):
+        print(f"warning: {_paragraph(note)}", file=sys.stderr)
     print(json.dumps(plan.to_json(), indent=2))
     return 0

@@ -207,3 +207,76 @@ def test_plan_refuses_with_the_users_field(tmp_path: Path, capsys: pytest.Captur
                                            overrides: dict[str, Any], words: str) -> None:
     code, _, err = _plan(_seed(**overrides), tmp_path, capsys)
     assert code == 2 and words in err and err.count("\n") == 1
+
+
+# ------------------------------------------------------------------------------ plan deploy
+def run_deploy(spec: Path, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "airflow_sm_pytorch", "plan", "deploy", "--spec", str(spec)],
+                          cwd=cwd, env=_env(**env), capture_output=True, text=True, timeout=120)
+
+
+DEPLOY_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def test_plan_deploy_trained_job_prints_the_three_requests(tmp_path: Path) -> None:
+    spec = tmp_path / "deploy.yaml"
+    spec.write_text(f"""region: us-west-2
+default_bucket: sagemaker-us-west-2-123456789012
+training_job_name: pytorch-training-2024-01-02-03-04-05-678
+estimator:
+  entry_point: train.py
+  source_dir: {DEPLOY_FIXTURES / 'builders' / 'src'}
+  role: {ROLE}
+  instance_type: ml.p3.2xlarge
+  instance_count: 1
+  framework_version: "2.3.0"
+  py_version: py311
+deploy:
+  initial_instance_count: 1
+  instance_type: ml.g4dn.xlarge
+""")
+    result = run_deploy(spec, tmp_path)
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert list(plan) == ["CreateModel", "CreateEndpointConfig", "CreateEndpoint", "uploads"]
+    name = plan["CreateModel"]["ModelName"]
+    assert re.fullmatch(r"pytorch-training-\d{4}(-\d\d){5}-\d{1,3}", name)
+    assert plan["CreateEndpoint"] == {"EndpointName": name, "EndpointConfigName": name, "Tags": []}
+    [upload] = plan["uploads"]
+    assert upload["uri"] == f"s3://sagemaker-us-west-2-123456789012/{name}/model.tar.gz"
+    assert upload["members"] == ["code", "code/requirements.txt", "code/train.py", "code/utils",
+                                 "code/utils/helpers.py"]
+
+
+def test_plan_deploy_model_with_names_and_eia_warning(tmp_path: Path) -> None:
+    spec = tmp_path / "deploy.json"
+    spec.write_text(json.dumps({
+        "region": "us-west-2", "default_bucket": "my-bucket", "name": "my-model",
+        "model": {"model_data": "s3://my-bucket/model.tar.gz", "role": ROLE, "entry_point": "inference.py",
+                  "source_dir": str(DEPLOY_FIXTURES / "deploy" / "byom"), "framework_version": "1.5.1",
+                  "py_version": "py3"},
+        "deploy": {"initial_instance_count": 1, "instance_type": "ml.m5.xlarge", "endpoint_name": "my-endpoint",
+                   "accelerator_type": "ml.eia2.medium"}}))
+    result = run_deploy(spec, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith("warning: accelerator_type") and "Traceback" not in result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["CreateModel"]["ModelName"] == "my-model"
+    assert plan["CreateEndpoint"]["EndpointName"] == "my-endpoint"
+    assert plan["uploads"][0]["uri"] == "s3://my-bucket/my-model/model.tar.gz"
+
+
+@pytest.mark.parametrize("content, words", [
+    ("region: us-west-2\ndefault_bucket: b-b-b\ndeploy: {instance_type: ml.m5.xlarge}\n", "model=None is required"),
+    ("region: us-west-2\ndefault_bucket: b-b-b\nmodel: {model_data: s3://b-b-b/m.tar.gz, role: " + ROLE
+     + ", py_version: py311}\ndeploy: {initial_instance_count: 0, instance_type: ml.m5.xlarge}\n",
+     "initial_instance_count=0"),
+    ("region: us-west-2\nmodle: {}\n", "did you mean 'model'"),
+])
+def test_plan_deploy_bad_spec_exits_2(tmp_path: Path, content: str, words: str) -> None:
+    spec = tmp_path / "deploy.yaml"
+    spec.write_text(content)
+    result = run_deploy(spec, tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], result.stderr
