@@ -1,4 +1,4 @@
-"""Off-CI parity check: our CreateTrainingJob requests against the real SageMaker Python SDK's.
+"""Off-CI parity check: our CreateTrainingJob and deploy requests against the real SageMaker Python SDK's.
 
 What: for each configuration below (the seed example, contracts/sdk-requests.md §1.1 and variations on
 it), build the request twice and compare them:
@@ -10,6 +10,12 @@ it), build the request twice and compare them:
   script never imports ``sagemaker``;
 * ours: ``builders.training.build_training_plan(TrainingSpec.from_dict(...), Session(region, bucket),
   job_name=...)``.
+
+Deploy configurations (``deploy-*``) run ``PyTorch(...).fit(...)`` then ``estimator.deploy(...)``, or
+``PyTorchModel(...).deploy(...)`` (``wait=False``; S3 downloads for the repack served from what was
+uploaded, a model archive holding ``model.pth`` otherwise) against ``planning.build_deploy`` (what
+``plan deploy`` prints). Names are left to each side, so timestamps are normalised to ``-<ts>``; a
+repacked archive's members are compared under ``code/`` (the rest is the model's own files).
 
 Requests must be equal (``==``); uploads must have the same URI, the same member set and the same
 ExtraArgs, except the SDK's ``ExpectedBucketOwner``, which we leave out on purpose (reported in the
@@ -30,9 +36,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +52,19 @@ JOB = "pytorch-training-2024-01-02-03-04-05-678"
 SRC = "tests/fixtures/builders/src"
 SESSION_KEYS = ("region", "default_bucket", "default_bucket_prefix")
 MISSING = "<absent>"
+TIMESTAMP = re.compile(r"-\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}-\d{3}")
 
 # Runs under --sdk-python: argv[1] = output file; stdin = [[name, config], ...].
 SDK_RUNNER = r'''
-import importlib.metadata as md, json, logging, sys, tarfile
+import importlib.metadata as md, io, json, logging, os, sys, tarfile
 from unittest import mock
 import sagemaker
 from sagemaker.inputs import TrainingInput
-from sagemaker.pytorch import PyTorch
+from sagemaker.model_monitor import DataCaptureConfig
+from sagemaker.pytorch import PyTorch, PyTorchModel
+from sagemaker.serverless import ServerlessInferenceConfig
 from sagemaker.session import Session
+ROOT = os.getcwd()
 logging.disable(logging.WARNING)
 ACCOUNT = "123456789012"
 
@@ -63,14 +75,11 @@ def to_inputs(v):
         return {k: TrainingInput(**x) if isinstance(x, dict) else x for k, x in v.items()}
     return v
 
-def run(cfg):
-    cfg = dict(cfg)
-    region, bucket, prefix = (cfg.pop(k, None) for k in ("region", "default_bucket", "default_bucket_prefix"))
-    inputs, job_name = cfg.pop("inputs", None), cfg.pop("job_name")
-    request, uploads = {}, []
-
+def session_for(region, bucket, prefix, store, uploads, requests):
     def s3_object(b, k):
         def upload_file(path, ExtraArgs=None):
+            with open(path, "rb") as f:
+                store["s3://%s/%s" % (b, k)] = f.read()
             with tarfile.open(path) as tar:
                 uploads.append({"uri": "s3://%s/%s" % (b, k), "members": tar.getnames(),
                                 "extra_args": ExtraArgs})
@@ -78,10 +87,37 @@ def run(cfg):
         obj.upload_file.side_effect = upload_file
         return obj
 
+    def s3_bucket(b=None, name=None):
+        b = b or name
+
+        def download_file(k, target, ExtraArgs=None):
+            data = store.get("s3://%s/%s" % (b, k))
+            if data is None:  # a model archive nobody uploaded: one weights file
+                buf = io.BytesIO()
+                with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+                    info = tarfile.TarInfo("model.pth"); info.size = 4
+                    tar.addfile(info, io.BytesIO(b"1234"))
+                data = buf.getvalue()
+            with open(target, "wb") as f:
+                f.write(data)
+        obj = mock.MagicMock()
+        obj.download_file.side_effect = download_file
+        return obj
+
+    def capture(op):
+        return lambda **kw: requests.__setitem__(op, kw) or {}
+
     s3 = mock.MagicMock()
     s3.Object.side_effect = s3_object
+    s3.Bucket.side_effect = s3_bucket
     sm = mock.MagicMock()
-    sm.create_training_job.side_effect = lambda **kw: request.update(kw) or {"TrainingJobArn": "arn"}
+    for op in ("CreateTrainingJob", "CreateModel", "CreateEndpointConfig", "CreateEndpoint"):
+        snake = "".join("_" + c.lower() if c.isupper() else c for c in op)[1:]
+        getattr(sm, snake).side_effect = capture(op)
+    sm.describe_training_job.side_effect = lambda **kw: {
+        "ModelArtifacts": {"S3ModelArtifacts": "%s/%s/output/model.tar.gz" % (
+            requests["CreateTrainingJob"]["OutputDataConfig"]["S3OutputPath"].rstrip("/"), kw["TrainingJobName"])},
+        "OutputDataConfig": requests["CreateTrainingJob"]["OutputDataConfig"]}
     sts = mock.MagicMock()
     sts.get_caller_identity.return_value = {"Account": ACCOUNT}
     boto = mock.MagicMock(region_name=region)
@@ -90,12 +126,52 @@ def run(cfg):
     # The canonical name is left to the SDK to generate (as with no default_bucket argument), so its
     # default-bucket behaviour (ExpectedBucketOwner) is exercised; any other name is passed explicitly.
     generated = "sagemaker-%s-%s" % (region, ACCOUNT)
-    session = Session(boto_session=boto, sagemaker_client=sm, sagemaker_runtime_client=mock.MagicMock(),
-                      default_bucket=None if bucket == generated else bucket,
-                      default_bucket_prefix=prefix, sagemaker_config={"SchemaVersion": "1.0"})
-    estimator = PyTorch(sagemaker_session=session, **cfg)
-    estimator.fit(to_inputs(inputs), job_name=job_name, wait=False, logs=False)
-    return {"request": request, "uploads": uploads}
+    return Session(boto_session=boto, sagemaker_client=sm, sagemaker_runtime_client=mock.MagicMock(),
+                   default_bucket=None if bucket == generated else bucket,
+                   default_bucket_prefix=prefix, sagemaker_config={"SchemaVersion": "1.0"})
+
+
+def deploy_kwargs(d, session):
+    d = dict(d)
+    if d.get("serverless_inference_config") is not None:
+        d["serverless_inference_config"] = ServerlessInferenceConfig(**d["serverless_inference_config"])
+    if d.get("data_capture_config") is not None:
+        d["data_capture_config"] = DataCaptureConfig(**d["data_capture_config"], sagemaker_session=session)
+    return d
+
+
+def run(cfg):
+    cfg = dict(cfg)
+    kind, cwd = cfg.pop("kind", "train"), cfg.pop("cwd", None)
+    region, bucket, prefix = (cfg.pop(k, None) for k in ("region", "default_bucket", "default_bucket_prefix"))
+    requests, uploads, store = {}, [], {}
+    session = session_for(region, bucket, prefix, store, uploads, requests)
+    if cwd:
+        os.chdir(cwd)
+    try:
+        if kind == "train":
+            inputs, job_name = cfg.pop("inputs", None), cfg.pop("job_name")
+            PyTorch(sagemaker_session=session, **cfg).fit(to_inputs(inputs), job_name=job_name, wait=False,
+                                                          logs=False)
+            return {"request": requests["CreateTrainingJob"], "uploads": uploads}
+        deploy = deploy_kwargs(cfg.get("deploy") or {}, session)
+        if "estimator" in cfg:
+            est = dict(cfg["estimator"])
+            inputs = est.pop("inputs", None)
+            estimator = PyTorch(sagemaker_session=session, **est)
+            estimator.fit(to_inputs(inputs), job_name=cfg["training_job_name"], wait=False, logs=False)
+            del uploads[:]
+            estimator.deploy(wait=False, model_name=cfg.get("name"), **deploy)
+        else:
+            model = dict(cfg["model"])
+            if cfg.get("name"):
+                model["name"] = cfg["name"]
+            PyTorchModel(sagemaker_session=session, **model).deploy(wait=False, **deploy)
+        return {"request": {op: requests[op] for op in ("CreateModel", "CreateEndpointConfig", "CreateEndpoint")},
+                "uploads": uploads}
+    finally:
+        os.chdir(ROOT)
+
 
 results = {}
 for name, cfg in json.load(sys.stdin):
@@ -167,21 +243,82 @@ def configurations() -> list[tuple[str, dict[str, Any]]]:
                                    image_uri=f"{ACCOUNT}.dkr.ecr.us-west-2.amazonaws.com/my-neuron:latest")),
         ("dependencies", variant(entry_point="pytorch-train.py", source_dir="tests/fixtures/builders/seed",
                                  dependencies=[f"{SRC}/utils", f"{SRC}/requirements.txt"])),
-        ("entry-point-only", variant(entry_point=f"{SRC}/train.py", source_dir=None)),
+        # An absolute entry_point without source_dir is refused (programs come from the code dir): run
+        # from the script's directory and name it relatively, as the SDK allows too.
+        ("entry-point-only", variant(entry_point="train.py", source_dir=None, cwd=SRC)),
         ("framework-2.1-alias", variant(framework_version="2.1", py_version="py310")),
     ]
 
 
 def ours(cfg: dict[str, Any]) -> dict[str, Any]:
     from airflow_sm_pytorch.builders.training import Session, build_training_plan
+    from airflow_sm_pytorch.planning import build_deploy
     from airflow_sm_pytorch.specs import TrainingSpec
 
     data = dict(cfg)
-    session = Session(*(data.pop(k, None) for k in SESSION_KEYS))
-    plan = build_training_plan(TrainingSpec.from_dict(data), session, job_name=data["job_name"])
-    out = plan.to_json()
-    return {"request": out["CreateTrainingJob"],
+    kind, cwd = data.pop("kind", "train"), data.pop("cwd", None)
+    os.chdir(ROOT / cwd if cwd else ROOT)
+    try:
+        if kind == "deploy":
+            with warnings.catch_warnings():  # the Elastic Inference warning: expected here
+                warnings.simplefilter("ignore")
+                plan: Any = build_deploy(data)
+            out = plan.to_json()
+            request = {op: out[op] for op in ("CreateModel", "CreateEndpointConfig", "CreateEndpoint")}
+        else:
+            session = Session(*(data.pop(k, None) for k in SESSION_KEYS))
+            plan = build_training_plan(TrainingSpec.from_dict(data), session, job_name=data["job_name"])
+            out = plan.to_json()
+            request = out["CreateTrainingJob"]
+    finally:
+        os.chdir(ROOT)
+    return {"request": request,
             "uploads": [{**u, "extra_args": p.extra_args} for u, p in zip(out["uploads"], plan.uploads)]}
+
+
+def normalised(result: dict[str, Any]) -> dict[str, Any]:
+    """Timestamps in generated names (``-2024-01-02-03-04-05-678``) read ``-<ts>``: each side makes its own."""
+    return dict(json.loads(TIMESTAMP.sub("-<ts>", json.dumps(result))))
+
+
+def deploy_configurations() -> list[tuple[str, dict[str, Any]]]:
+    """``estimator.deploy`` after ``fit`` and ``PyTorchModel(...).deploy``; names left to each side."""
+    session = {"kind": "deploy", "region": "us-west-2", "default_bucket": f"sagemaker-us-west-2-{ACCOUNT}"}
+    role = f"arn:aws:iam::{ACCOUNT}:role/SageMakerRole"
+    estimator = {"entry_point": "train.py", "source_dir": SRC, "role": role, "instance_type": "ml.p3.2xlarge",
+                 "instance_count": 1, "framework_version": "2.3.0", "py_version": "py311",
+                 "inputs": {"train": "s3://my-bucket/train"}}
+    model = {"model_data": "s3://my-bucket/models/model.tar.gz", "entry_point": "inference.py",
+             "source_dir": "tests/fixtures/deploy/byom", "framework_version": "2.3.0", "py_version": "py311",
+             "role": role}
+    on_g4 = {"initial_instance_count": 1, "instance_type": "ml.g4dn.xlarge"}
+    key = f"arn:aws:kms:us-west-2:{ACCOUNT}:key/output-key"
+    return [
+        ("deploy-trained-job-4.1", {**session, "estimator": estimator, "training_job_name": JOB, "deploy": on_g4}),
+        ("deploy-trained-tags-kms-vpc", {**session, "training_job_name": JOB, "estimator": {
+            **estimator, "output_kms_key": key, "tags": [{"Key": "team", "Value": "ml"}],
+            "subnets": ["subnet-0123456789abcdef0"], "security_group_ids": ["sg-0123456789abcdef0"],
+            "dependencies": ["tests/fixtures/deploy/byom/inference.py"]}, "deploy": on_g4}),
+        ("deploy-trained-1.1", {**session, "estimator": {**estimator, "framework_version": "1.1.0",
+                                                         "py_version": "py3"},
+                                "training_job_name": JOB, "deploy": on_g4}),
+        ("deploy-pytorch-model", {**session, "model": model, "deploy": on_g4}),
+        ("deploy-pytorch-model-named", {**session, "model": {**model, "env": {"FOO": "bar"},
+                                                             "model_server_workers": 2,
+                                                             "dependencies": [f"{SRC}/utils"]},
+                                        "name": "my-model", "deploy": {**on_g4, "endpoint_name": "my-endpoint",
+                                                                       "tags": {"team": "ml"}}}),
+        ("deploy-serverless", {**session, "model": model, "deploy": {"serverless_inference_config": {}}}),
+        ("deploy-pytorch-model-1.1", {**session, "model": {**model, "framework_version": "1.1.0", "py_version": "py3"},
+                                      "deploy": {"initial_instance_count": 1, "instance_type": "ml.m5.xlarge"}}),
+        ("deploy-eia-data-capture", {**session, "model": {**model, "framework_version": "1.5.1", "py_version": "py3"},
+                                     "default_bucket_prefix": "team", "deploy": {
+                                         "initial_instance_count": 2, "instance_type": "ml.m5.xlarge",
+                                         "accelerator_type": "ml.eia2.medium", "kms_key": key, "volume_size": 40,
+                                         "data_capture_config": {"enable_capture": True}}}),
+        ("deploy-entry-point-only", {**session, "cwd": "tests/fixtures/deploy/byom", "model": {
+            **model, "source_dir": None, "code_location": "s3://code-bkt/prefix"}, "deploy": on_g4}),
+    ]
 
 
 def diff(sdk: Any, us: Any, path: str = "$") -> list[tuple[str, Any, Any]]:
@@ -203,6 +340,8 @@ def compare(sdk: dict[str, Any], us: dict[str, Any]) -> tuple[bool, bool, list[s
     if not uploads_ok:
         diffs.append(("$.uploads", [u["uri"] for u in sdk["uploads"]], [u["uri"] for u in us["uploads"]]))
     for i, (a, b) in enumerate(zip(sdk["uploads"], us["uploads"])):
+        if "repack_of" in b:  # the SDK's repacked archive also holds "" (its root) and the model's files
+            a = {**a, "members": [m for m in a["members"] if m == "code" or m.startswith("code/")]}
         extra = dict(a["extra_args"] or {})
         owner = extra.pop("ExpectedBucketOwner", None)
         if owner is not None:
@@ -224,8 +363,8 @@ def report(meta: dict[str, str], rows: list[tuple[str, str, str, str]], details:
              line(rows[0]), line((*("-" * w for w in widths), "-----"))]
     lines += [line(r) for r in rows[1:]]
     if any("ExpectedBucketOwner" in r[3] for r in rows):
-        lines += ["", "ExpectedBucketOwner: the SDK adds it to the sourcedir.tar.gz upload only when the",
-                  "bucket is the SDK-generated default bucket (sagemaker/fw_utils.py L482-484, estimator.py",
+        lines += ["", "ExpectedBucketOwner: the SDK adds it to the sourcedir.tar.gz and repacked model.tar.gz",
+                  "uploads only when the bucket is the SDK-generated default bucket (sagemaker/fw_utils.py L482-484, estimator.py",
                   "L1121, Session._get_account_id_if_default_bucket); we leave it out on purpose."]
     return "\n".join(lines + [""] + (details or ["No differences."])) + "\n"
 
@@ -237,7 +376,7 @@ def main() -> int:
     args = parser.parse_args()
     os.chdir(ROOT)  # configuration paths are relative to the repository root, for both sides
     sys.path.insert(0, str(ROOT))
-    configs = configurations()
+    configs = configurations() + deploy_configurations()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp, "sdk.json")
         env = {**os.environ, "SAGEMAKER_SUPPRESS_V2_WARNING": "1", "AWS_EC2_METADATA_DISABLED": "true"}
@@ -252,8 +391,9 @@ def main() -> int:
     failed = False
     for name, cfg in configs:
         sdk = sdk_out["results"][name]
+        sdk = sdk if "error" in sdk else normalised(sdk)
         try:
-            us = json.loads(json.dumps(ours(cfg)))
+            us = normalised(ours(cfg))
         except Exception as exc:  # noqa: BLE001 - reported in the table
             us = {"error": f"{type(exc).__name__}: {exc}"}
         if "error" in sdk or "error" in us:
