@@ -113,9 +113,9 @@ def _session_keys(data: dict[str, Any]) -> tuple[str, Any, Any, bool]:
 
 
 def _no_bucket(local: bool) -> SpecError:
-    return SpecError("default_bucket", None, "set default_bucket to a file:///... directory (or a bucket) for "
-                     "the local runtime", problem="is required") if local else SpecError(
-        "default_bucket", None, "set default_bucket", problem="is required")
+    fix = ("set default_bucket to a file:///... directory (or a bucket) for the local runtime" if local
+           else "set default_bucket")
+    return SpecError("default_bucket", None, fix, problem="is required")
 
 
 def build_plan(data: dict[str, Any]) -> Any:
@@ -150,7 +150,8 @@ def _section(data: dict[str, Any], key: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise SpecError(key, value, f"write {key} as a mapping of keyword arguments", problem="is not a mapping")
+        raise SpecError(key, value, f"write {key} as a mapping of keyword arguments",
+                        problem="is not a mapping")
     return value
 
 
@@ -177,7 +178,8 @@ def build_deploy(data: dict[str, Any]) -> Any:
     name = data.get("name")
 
     def build(default_bucket: str) -> Any:
-        session = Session(region=region, default_bucket=default_bucket, default_bucket_prefix=prefix, local=local)
+        session = Session(region=region, default_bucket=default_bucket, default_bucket_prefix=prefix,
+                          local=local)
         if "model" in data:
             source: Any = ModelSpec.from_dict(_section(data, "model"))
         else:

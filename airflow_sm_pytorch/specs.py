@@ -292,7 +292,8 @@ def check_tags(tags: Any, field: str = "tags") -> None:
     if tags is not None and not isinstance(tags, Mapping):
         if isinstance(tags, (str, bytes)) or not isinstance(tags, Sequence) or not all(
                 isinstance(t, Mapping) and set(t) == {"Key", "Value"} for t in tags):
-            raise SpecError(field, tags, 'use a mapping {"key": "value"} or a list of {"Key": ..., "Value": ...}')
+            raise SpecError(field, tags,
+                            'use a mapping {"key": "value"} or a list of {"Key": ..., "Value": ...}')
 
 
 def check_environment(env: Mapping[str, Any] | None, field: str, max_length: int = MAX_ENV_LENGTH) -> None:
@@ -418,7 +419,9 @@ def _from_dict(cls: Any, data: Mapping[str, Any], what: str, tuples: tuple[str, 
     return cls(**kwargs)
 
 
-def _check_typed(obj: Any, strings: tuple[str, ...], ints: tuple[str, ...], mappings: tuple[str, ...]) -> None:
+def _check_typed(
+    obj: Any, strings: tuple[str, ...], ints: tuple[str, ...], mappings: tuple[str, ...]
+) -> None:
     """Optional fields of ``obj``: strings, positive-or-zero integers (not bools), mappings."""
     for name in strings:
         value = getattr(obj, name)
@@ -457,7 +460,8 @@ def check_deploy_entry_point(entry_point: str, source_dir: str | None) -> None:
     """
     if entry_point.lower().startswith("s3://"):
         raise SpecError("entry_point", entry_point, "give a local inference script (its code is packaged "
-                        "into model.tar.gz); to use code already in S3 pass source_dir=s3://.../sourcedir.tar.gz")
+                        "into model.tar.gz); to use code already in S3 pass "
+                        "source_dir=s3://.../sourcedir.tar.gz")
     check_entry_point(entry_point, source_dir)
     if source_dir and "/" in posixpath.normpath(entry_point.replace(os.sep, "/")):
         raise SpecError("entry_point", entry_point, "put the inference script at the root of source_dir and "
@@ -487,8 +491,8 @@ class ModelSpec:
     model_kms_key: str | None = None
 
     def __post_init__(self) -> None:
-        _check_typed(self, ("model_data", "role", "entry_point", "framework_version", "py_version", "image_uri",
-                            "source_dir", "name", "code_location", "model_kms_key"),
+        _check_typed(self, ("model_data", "role", "entry_point", "framework_version", "py_version",
+                            "image_uri", "source_dir", "name", "code_location", "model_kms_key"),
                      ("model_server_workers", "container_log_level"), ("env", "vpc_config"))
         if not isinstance(self.enable_network_isolation, bool):
             raise SpecError("enable_network_isolation", self.enable_network_isolation, "use true or false")
@@ -521,8 +525,8 @@ class ModelSpec:
         vpc = self.vpc_config
         if vpc is not None and not (set(vpc) == {"Subnets", "SecurityGroupIds"}
                                     and all(isinstance(v, (list, tuple)) and v for v in vpc.values())):
-            raise SpecError("vpc_config", dict(vpc), 'use {"Subnets": [...], "SecurityGroupIds": [...]}, both '
-                            "non-empty")
+            raise SpecError("vpc_config", dict(vpc),
+                            'use {"Subnets": [...], "SecurityGroupIds": [...]}, both non-empty')
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
@@ -552,7 +556,8 @@ class DeploySpec:
         return self.serverless_inference_config is not None
 
     def __post_init__(self) -> None:
-        _check_typed(self, ("instance_type", "accelerator_type", "endpoint_name", "kms_key", "inference_ami_version"),
+        _check_typed(self, ("instance_type", "accelerator_type", "endpoint_name", "kms_key",
+                            "inference_ami_version"),
                      ("initial_instance_count", "volume_size", "model_data_download_timeout",
                       "container_startup_health_check_timeout"),
                      ("data_capture_config", "serverless_inference_config"))
@@ -562,8 +567,8 @@ class DeploySpec:
                             "(or serverless_inference_config for an endpoint that scales to zero)")
         if not self.serverless and not (self.instance_type and self.initial_instance_count):
             field = "initial_instance_count" if self.instance_type else "instance_type"
-            raise SpecError(field, getattr(self, field), "Must specify instance type and instance count unless "
-                            "using serverless inference (e.g. instance_type: ml.m5.xlarge, "
+            raise SpecError(field, getattr(self, field), "Must specify instance type and instance count "
+                            "unless using serverless inference (e.g. instance_type: ml.m5.xlarge, "
                             "initial_instance_count: 1)", problem="is required")
         if self.endpoint_name is not None:
             validate_endpoint_name(self.endpoint_name)

@@ -124,12 +124,13 @@ def trained_model(description: Mapping[str, Any], *, tags: Any = None) -> Traine
     job = description.get("TrainingJobName", "")
     artifacts = (description.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
     if not artifacts:
-        raise SpecError("training_job", job, f"the job has no model artifacts (status "
-                        f"{description.get('TrainingJobStatus', 'unknown')}); deploy it once it has Completed",
-                        problem="has no model")
+        status = description.get("TrainingJobStatus", "unknown")
+        raise SpecError("training_job", job, f"the job has no model artifacts (status {status}); deploy it "
+                        "once it has Completed", problem="has no model")
     if (description.get("OutputDataConfig") or {}).get("CompressionType") == "NONE":
-        raise SpecError("training_job", job, "deploying uncompressed model output (disable_output_compression) "
-                        "is not supported yet; train with compressed output", problem="is not supported")
+        raise SpecError("training_job", job, "deploying uncompressed model output "
+                        "(disable_output_compression) is not supported yet; train with compressed output",
+                        problem="is not supported")
     hps = description.get("HyperParameters") or {}
     try:
         entry_point = json.loads(hps[hp.SCRIPT_PARAM_NAME])
@@ -178,7 +179,9 @@ def framework_from_image(image: str, job: str = "") -> tuple[str | None, str | N
     return (tag.group(1) if tag else None), name.group(5)
 
 
-def trained_model_from_estimator(spec: TrainingSpec, session: Session, *, training_job_name: str) -> TrainedModel:
+def trained_model_from_estimator(
+    spec: TrainingSpec, session: Session, *, training_job_name: str
+) -> TrainedModel:
     """``estimator.deploy``'s model after ``fit(job_name=training_job_name)``, derived offline: the model
     data is ``<output_path>/<job>/output/model.tar.gz`` and the code the job's ``sourcedir.tar.gz``."""
     plan = build_training_plan(spec, session, job_name=training_job_name)
@@ -189,7 +192,8 @@ def trained_model_from_estimator(spec: TrainingSpec, session: Session, *, traini
     trained = trained_model(description)
     model = dataclasses.replace(  # create_model passes what attach cannot know
         trained.model, image_uri=spec.image_uri, framework_version=spec.framework_version,
-        py_version=spec.py_version, dependencies=tuple(spec.dependencies or ()), code_location=spec.code_location)
+        py_version=spec.py_version, dependencies=tuple(spec.dependencies or ()),
+        code_location=spec.code_location)
     members = tuple(plan.uploads[0].members) if plan.uploads else None
     return TrainedModel(model, default_base_job_name(spec, session.region), spec.tags, members)
 
@@ -276,9 +280,10 @@ def _data_capture(config: Mapping[str, Any] | None, session: Session) -> dict[st
     }
     if config.get("kms_key_id") is not None:
         out["KmsKeyId"] = config["kms_key_id"]
-    out["CaptureContentTypeHeader"] = {"CsvContentTypes": list(config.get("csv_content_types") or ["text/csv"]),
-                                       "JsonContentTypes": list(config.get("json_content_types")
-                                                                or ["application/json"])}
+    out["CaptureContentTypeHeader"] = {
+        "CsvContentTypes": list(config.get("csv_content_types") or ["text/csv"]),
+        "JsonContentTypes": list(config.get("json_content_types") or ["application/json"]),
+    }
     return out
 
 
@@ -304,7 +309,8 @@ FIELDS = {
     "ProductionVariants[0].ServerlessConfig": "serverless_inference_config",
     "ProductionVariants[0].VolumeSizeInGB": "volume_size",
     "ProductionVariants[0].ModelDataDownloadTimeoutInSeconds": "model_data_download_timeout",
-    "ProductionVariants[0].ContainerStartupHealthCheckTimeoutInSeconds": "container_startup_health_check_timeout",
+    "ProductionVariants[0].ContainerStartupHealthCheckTimeoutInSeconds":
+        "container_startup_health_check_timeout",
     "ProductionVariants[0].InferenceAmiVersion": "inference_ami_version",
 }
 
@@ -326,7 +332,8 @@ def build_deploy_plan(
     config is named after the endpoint. Raises :class:`SpecError` before anything could be uploaded.
     """
     model = source.model if isinstance(source, TrainedModel) else source
-    tags = _tags(deploy.tags if deploy.tags is not None or not isinstance(source, TrainedModel) else source.tags)
+    reused = isinstance(source, TrainedModel) and deploy.tags is None  # deploy(tags=tags or self.tags)
+    tags = _tags(source.tags if isinstance(source, TrainedModel) and reused else deploy.tags)
     if deploy.instance_type in LOCAL_INSTANCE_TYPES and not session.local:
         raise SpecError("instance_type", deploy.instance_type, "instance_type local or local_gpu is only "
                         "supported with the local runtime; use an ml.* instance type on AWS")
@@ -371,7 +378,8 @@ def build_deploy_plan(
             files = sourcedir_files(entry_point=model.entry_point, source_dir=source_dir,
                                     dependencies=model.dependencies)
             code_uri = _join(key, SOURCEDIR_FILENAME)
-            uploads.append(Upload(code_uri, files, archive_members(files), _extra_args(code_uri, model.model_kms_key)))
+            extra = _extra_args(code_uri, model.model_kms_key)
+            uploads.append(Upload(code_uri, files, archive_members(files), extra))
             program = model.entry_point if source_dir else os.path.basename(model.entry_point)
             submit_dir = MODEL_CODE_DIR if model.enable_network_isolation else code_uri
     env.update({"SAGEMAKER_PROGRAM": program, "SAGEMAKER_SUBMIT_DIRECTORY": submit_dir,
@@ -391,7 +399,8 @@ def build_deploy_plan(
     if model.enable_network_isolation:
         create_model["EnableNetworkIsolation"] = True
 
-    variant: dict[str, Any] = {"VariantName": "AllTraffic", "ModelName": model_name, "InitialVariantWeight": 1}
+    variant: dict[str, Any] = {"VariantName": "AllTraffic", "ModelName": model_name,
+                               "InitialVariantWeight": 1}
     if deploy.accelerator_type:
         variant["AcceleratorType"] = deploy.accelerator_type
     if deploy.serverless:
@@ -418,7 +427,8 @@ def build_deploy_plan(
     endpoint = {"EndpointName": endpoint_name, "EndpointConfigName": endpoint_name, "Tags": tags or []}
 
     repacked_by = "code_location" if model.code_location else "default_bucket"
-    fields = {**FIELDS, "PrimaryContainer.ModelDataUrl": repacked_by if model_data != model.model_data else "model_data"}
+    data_field = repacked_by if model_data != model.model_data else "model_data"
+    fields = {**FIELDS, "PrimaryContainer.ModelDataUrl": data_field}
     for operation, request in (("CreateModel", create_model), ("CreateEndpointConfig", config),
                                ("CreateEndpoint", endpoint)):
         validate_request(operation, _as_sent(request, session.local), allow_file_uris=session.local,
