@@ -33,7 +33,8 @@ from typing import Any, NamedTuple
 
 from airflow_sm_pytorch.exceptions import SpecError
 
-#: The S3Uri shape's pattern also admits file:// URIs when the target is the local runtime.
+#: The S3Uri (and model data ``Url``) shapes also admit file:// URIs when the target is the local runtime.
+_FILE_URI_SHAPES = frozenset({"S3Uri", "Url"})
 _FILE_URI = re.compile(r"file://.+")
 #: Instance types the local runtime accepts wherever an ``*InstanceType`` enum is checked.
 LOCAL_INSTANCE_TYPES = ("local", "local_gpu")
@@ -156,7 +157,7 @@ def _string(value: str, shape: Any, path: str, local: bool) -> Iterator[_Problem
         yield _Problem(path, value, "is a reserved tag key",
                        f"rename it: keys starting with {RESERVED_TAG_PREFIX!r} are reserved for AWS")
     pattern = shape.metadata.get("pattern")
-    if pattern is None or (local and shape.name == "S3Uri" and _FILE_URI.fullmatch(value)):
+    if pattern is None or (local and shape.name in _FILE_URI_SHAPES and _FILE_URI.fullmatch(value)):
         return
     if not matches(pattern, value):
         yield _Problem(path, value, "is not accepted by SageMaker",

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from airflow_sm_pytorch.local.config import is_within
-from airflow_sm_pytorch.local.store import (JOB_MARKER, LOG_GROUP, JobExists, Store, job_marker, kill_marked,
+from airflow_sm_pytorch.local.hosting import Hosting, HostingError
+from airflow_sm_pytorch.local.store import (JOB_MARKER, JobExists, Store, job_marker, kill_marked,
                                             kill_process_group, process_alive, process_start)
 from airflow_sm_pytorch.local.training.contract import check_program
 from airflow_sm_pytorch.storage import parse_uri
@@ -79,11 +80,13 @@ class Api:
         self.root = Path(root)
         #: Where ``file://`` outputs and checkpoints may be written: the root and ``--allow-path`` dirs.
         self.writable = (Path(os.path.realpath(self.root)), *allowed_paths)
+        self.hosting = Hosting(store, self.root)
         self._ops: dict[tuple[str, str], Callable[[dict[str, Any], str], dict[str, Any]]] = {
             ("sagemaker", "CreateTrainingJob"): self.create_training_job,
             ("sagemaker", "DescribeTrainingJob"): self.describe_training_job,
             ("sagemaker", "StopTrainingJob"): self.stop_training_job,
             ("sagemaker", "ListTrainingJobs"): self.list_training_jobs,
+            **{("sagemaker", op): handler for op, handler in self.hosting.ops.items()},
             ("logs", "DescribeLogStreams"): self.describe_log_streams,
             ("logs", "GetLogEvents"): self.get_log_events,
             ("logs", "FilterLogEvents"): self.filter_log_events,
@@ -104,7 +107,10 @@ class Api:
             validate_request(op, params, allow_file_uris=True, service=service)
         except SpecError as exc:
             raise ApiError(bad, str(exc)) from None
-        return handler(params, region)
+        try:
+            return handler(params, region)
+        except HostingError as exc:
+            raise ApiError(exc.code, exc.message, exc.status) from None
 
     # -- SageMaker ------------------------------------------------------------------------------
     def create_training_job(self, params: dict[str, Any], region: str) -> dict[str, Any]:
@@ -308,8 +314,8 @@ class Api:
         return out
 
     # -- CloudWatch Logs ------------------------------------------------------------------------
-    @staticmethod
-    def _check_group(params: dict[str, Any]) -> None:
+    def _check_group(self, params: dict[str, Any]) -> str:
+        """The log group a request names (by name or ARN); it must be one a resource has logged to."""
         name, ident = params.get("logGroupName"), params.get("logGroupIdentifier")
         if name and ident:
             raise ApiError("InvalidParameterException",
@@ -321,16 +327,17 @@ class Api:
             name = name[:-2] if name.endswith(":*") else name
         if not name:
             raise ApiError("InvalidParameterException", "Should provide either name or identifier")
-        if name != LOG_GROUP:
+        if name not in self.store.log_groups():
             raise ApiError("ResourceNotFoundException", "The specified log group does not exist.")
+        return name
 
     def describe_log_streams(self, params: dict[str, Any], region: str) -> dict[str, Any]:
-        self._check_group(params)
+        group = self._check_group(params)
         prefix, order = params.get("logStreamNamePrefix"), params.get("orderBy", "LogStreamName")
         if prefix and order == "LastEventTime":
             raise ApiError("InvalidParameterException",
                            "Cannot order by LastEventTime with a logStreamNamePrefix.")
-        streams = self.store.log_streams(prefix)
+        streams = self.store.log_streams(prefix, group)
         if order == "LastEventTime":
             streams.sort(key=lambda s: (s["last_event"] or s["creation_time"], s["name"]))
         if params.get("descending"):
@@ -345,7 +352,7 @@ class Api:
                 **({"firstEventTimestamp": s["first_event"]} if s["first_event"] is not None else {}),
                 **({"lastEventTimestamp": s["last_event"]} if s["last_event"] is not None else {}),
                 **({"lastIngestionTime": s["last_ingestion"]} if s["last_ingestion"] is not None else {}),
-                "arn": f"arn:aws:logs:{region}:{ACCOUNT}:log-group:{LOG_GROUP}:log-stream:{s['name']}",
+                "arn": f"arn:aws:logs:{region}:{ACCOUNT}:log-group:{group}:log-stream:{s['name']}",
                 "storedBytes": 0,  # deprecated by CloudWatch Logs, which reports 0 too
             }
             for s in page
@@ -360,9 +367,9 @@ class Api:
         With no newer events the forward token handed back is the one passed in, so a tailer that
         keeps passing ``nextForwardToken`` sees every event exactly once.
         """
-        self._check_group(params)
+        group = self._check_group(params)
         stream = params["logStreamName"]
-        if self.store.log_stream(stream) is None:
+        if self.store.log_stream(stream, group) is None:
             raise ApiError("ResourceNotFoundException", "The specified log stream does not exist.")
         token = params.get("nextToken")
         if token:
@@ -390,12 +397,12 @@ class Api:
         }
 
     def filter_log_events(self, params: dict[str, Any], region: str) -> dict[str, Any]:
-        self._check_group(params)
+        group = self._check_group(params)
         names, prefix = params.get("logStreamNames"), params.get("logStreamNamePrefix")
         if names and prefix:
             raise ApiError("InvalidParameterException",
                            "logStreamNames and logStreamNamePrefix are mutually exclusive parameters.")
-        streams = [s["name"] for s in self.store.log_streams(prefix)]
+        streams = [s["name"] for s in self.store.log_streams(prefix, group)]
         if names:
             streams = [s for s in streams if s in set(names)]
         match = _pattern(params.get("filterPattern") or "")

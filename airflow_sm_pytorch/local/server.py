@@ -25,7 +25,7 @@ from typing import Any
 
 from airflow_sm_pytorch import __version__
 from airflow_sm_pytorch.builders.validation import input_shape
-from airflow_sm_pytorch.local.api import Api, ApiError
+from airflow_sm_pytorch.local.api import ACCOUNT, Api, ApiError
 from airflow_sm_pytorch.local.auth import AuthError, Keys, check_host, is_loopback_host, resolve_keys, verify_sigv4
 from airflow_sm_pytorch.local.store import Store, StoreError
 
@@ -45,6 +45,12 @@ _LOGGING = {
         "airflow_sm_pytorch": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
     },
 }
+
+
+def region_of(authorization: str) -> str:
+    """The region of a (verified) SigV4 ``Authorization`` header's credential scope."""
+    scope = authorization.split("Credential=", 1)[-1].split(",", 1)[0].split("/")
+    return scope[2] if len(scope) > 2 else "us-east-1"
 
 
 #: Largest request body served. SageMaker's biggest requests (100 hyperparameters of 2,500 characters,
@@ -67,6 +73,9 @@ def create_app(root: Path, *, keys: Keys, allowed_hosts: Iterable[str] = (),
     reaped = api.reap_all()
     if reaped:
         log.warning("marked %d job(s) Failed whose supervisor had exited", reaped)
+    restored = api.hosting.restore()
+    if restored:
+        log.info("restarting %d endpoint(s) that were serving when the runtime stopped", restored)
     # load botocore's service models now, not on the first CreateTrainingJob
     input_shape("CreateTrainingJob"), input_shape("GetLogEvents", "logs")
     hosts = tuple(allowed_hosts)
@@ -96,21 +105,12 @@ def create_app(root: Path, *, keys: Keys, allowed_hosts: Iterable[str] = (),
 
     async def aws(request: Request) -> Response:
         target = request.headers.get("x-amz-target", "")
-        try:
-            check_host(request.headers.get("host"), hosts)
-        except AuthError as exc:
-            return error(exc.code, exc.message, exc.status)
-        body = await read_body(request)
-        if body is None:
-            return error("RequestEntityTooLargeException",
-                         f"The request body is larger than the local runtime's limit of {MAX_BODY} bytes.", 413)
-        try:
-            region = verify_sigv4(request.method, request.url.path, request.url.query, request.headers, body,
-                                  keys)
-        except AuthError as exc:
+        body, refused = await authenticated(request)
+        if refused is not None:
             log.warning("refused %s from %s: %s", target or "a request",
-                        request.client.host if request.client else "?", exc.code)
-            return error(exc.code, exc.message, exc.status)
+                        request.client.host if request.client else "?", refused.headers.get("x-amzn-ErrorType"))
+            return refused
+        region = region_of(request.headers.get("authorization", ""))
         try:
             params = json.loads(body) if body.strip() else {}
         except (ValueError, RecursionError):
@@ -128,6 +128,57 @@ def create_app(root: Path, *, keys: Keys, allowed_hosts: Iterable[str] = (),
             return error("InternalFailure", f"{type(exc).__name__}: {exc}", 500)
         return reply(result)
 
+    async def authenticated(request: Request) -> tuple[bytes | None, Response | None]:
+        """The body of a request that passed the Host, size and signature checks, or the error to send."""
+        try:
+            check_host(request.headers.get("host"), hosts)
+        except AuthError as exc:
+            return None, error(exc.code, exc.message, exc.status)
+        body = await read_body(request)
+        if body is None:
+            return None, error("RequestEntityTooLargeException",
+                               f"The request body is larger than the local runtime's limit of {MAX_BODY} bytes.", 413)
+        try:
+            verify_sigv4(request.method, request.url.path, request.url.query, request.headers, body, keys)
+        except AuthError as exc:
+            return None, error(exc.code, exc.message, exc.status)
+        return body, None
+
+    async def invoke(request: Request) -> Response:
+        """sagemaker-runtime InvokeEndpoint: forwarded to the endpoint's model server on loopback."""
+        body, refused = await authenticated(request)
+        if refused is not None:
+            return refused
+        name = request.path_params["name"]
+        port = await run_in_threadpool(api.hosting.serving_port, name)
+        if port is None:
+            endpoint = await run_in_threadpool(store.get_resource, "Endpoint", name)
+            if endpoint is None:
+                return error("ValidationError", f"Endpoint {name} of account {ACCOUNT} not found.")
+            return error("ValidationError", f"Endpoint {name} is {endpoint['status']}, not InService: it cannot be "
+                                            "invoked now.")
+        forward = {k: v for k, v in request.headers.items()
+                   if k.lower() in ("content-type", "accept", "x-amzn-sagemaker-custom-attributes")}
+        try:
+            answer = await proxy.post(f"http://127.0.0.1:{port}/invocations", content=body, headers=forward)
+        except Exception as exc:  # noqa: BLE001 - the model server went away mid-request
+            return error("ModelError", f"Received no response from primary: {type(exc).__name__}", 424)
+        if answer.status_code != 200:
+            text = answer.text[:1000]
+            response = reply({"message": f"Received client error ({answer.status_code}) from primary with "
+                                         f"message \"{text}\". See the endpoint's log group "
+                                         f"/aws/sagemaker/Endpoints/{name} for more information.",
+                              "OriginalStatusCode": answer.status_code, "OriginalMessage": text,
+                              "LogStreamArn": f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:"
+                                              f"/aws/sagemaker/Endpoints/{name}"}, 424)
+            response.headers["x-amzn-ErrorType"] = "ModelError"
+            return response
+        headers = {"x-Amzn-Invoked-Production-Variant": "AllTraffic", "x-amzn-RequestId": str(uuid.uuid4())}
+        if "x-amzn-sagemaker-custom-attributes" in answer.headers:
+            headers["X-Amzn-SageMaker-Custom-Attributes"] = answer.headers["x-amzn-sagemaker-custom-attributes"]
+        return Response(answer.content, status_code=200, headers=headers,
+                        media_type=answer.headers.get("content-type", "application/json"))
+
     async def ping(request: Request) -> Response:
         try:
             check_host(request.headers.get("host"), hosts)
@@ -135,8 +186,13 @@ def create_app(root: Path, *, keys: Keys, allowed_hosts: Iterable[str] = (),
             return error(exc.code, exc.message, exc.status)
         return JSONResponse({"service": SERVICE, "version": __version__})
 
+    import httpx
+
+    proxy = httpx.AsyncClient(timeout=httpx.Timeout(70.0, connect=5.0), trust_env=False,
+                              limits=httpx.Limits(max_connections=64, max_keepalive_connections=32))
     return Starlette(routes=[Route("/ping", ping, methods=["GET"]), Route("/", ping, methods=["GET"]),
-                             Route("/", aws, methods=["POST"])])
+                             Route("/", aws, methods=["POST"]),
+                             Route("/endpoints/{name}/invocations", invoke, methods=["POST"])])
 
 
 def _bind(host: str, port: int) -> socket.socket:

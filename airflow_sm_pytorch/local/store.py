@@ -75,9 +75,31 @@ CREATE TABLE IF NOT EXISTS log_events (
     message TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS log_events_stream ON log_events (stream, id);
+CREATE TABLE IF NOT EXISTS resources (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL COLLATE NOCASE,
+    arn TEXT NOT NULL,
+    request TEXT NOT NULL,
+    status TEXT,
+    failure_reason TEXT,
+    creation_time REAL NOT NULL,
+    last_modified_time REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (kind, name)
+);
+CREATE TABLE IF NOT EXISTS processes (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL COLLATE NOCASE,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    start TEXT,
+    info TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (kind, name, host)
+);
 """
 #: Columns added after the first release: an older ``state.db`` gets them with ALTER TABLE.
-_ADDED_COLUMNS = {"process_group": "INTEGER", "process_group_start": "TEXT"}
+_ADDED_COLUMNS = {("jobs", "process_group"): "INTEGER", ("jobs", "process_group_start"): "TEXT",
+                  ("log_streams", "log_group"): f"TEXT NOT NULL DEFAULT '{LOG_GROUP}'"}
 
 TERMINAL = ("Completed", "Failed", "Stopped")
 
@@ -141,14 +163,15 @@ class Store:
         return Store._Tx(self._db())
 
     def _migrate(self) -> None:
-        def missing(db: sqlite3.Connection) -> list[str]:
-            have = {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}
-            return [column for column in _ADDED_COLUMNS if column not in have]
+        def missing(db: sqlite3.Connection) -> list[tuple[str, str]]:
+            have = {(table, row["name"]) for table in {t for t, _ in _ADDED_COLUMNS}
+                    for row in db.execute(f"PRAGMA table_info({table})")}
+            return [key for key in _ADDED_COLUMNS if key not in have]
         if not missing(self._db()):
             return
         with self._tx() as db:  # re-checked under the write lock: another process may have just done it
-            for column in missing(db):
-                db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {_ADDED_COLUMNS[column]}")
+            for table, column in missing(db):
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {_ADDED_COLUMNS[table, column]}")
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -296,8 +319,9 @@ class Store:
         return self.finish(name, status="Failed", secondary_status="Failed", failure_reason=reason)
 
     # -- logs -------------------------------------------------------------------------------------
-    def append_logs(self, job: str, events: list[tuple[str, int, str]]) -> None:
-        """Append ``(stream, timestamp_ms, message)`` events in order, creating streams as needed."""
+    def append_logs(self, job: str, events: list[tuple[str, int, str]], group: str = LOG_GROUP) -> None:
+        """Append ``(stream, timestamp_ms, message)`` events in order, creating streams (in ``group``) as
+        needed. ``job`` is the resource the stream belongs to (a training job, an endpoint)."""
         if not events:
             return
         ingestion = int(_now() * 1000)
@@ -309,8 +333,8 @@ class Store:
                 first, last, size = seen.get(stream, (ts, ts, 0))
                 seen[stream] = (min(first, ts), max(last, ts), size + len(message.encode("utf-8", "replace")))
             for stream, (first, last, size) in seen.items():
-                db.execute("INSERT OR IGNORE INTO log_streams (name, job, creation_time) VALUES (?, ?, ?)",
-                           (stream, job, ingestion))
+                db.execute("INSERT OR IGNORE INTO log_streams (name, job, creation_time, log_group)"
+                           " VALUES (?, ?, ?, ?)", (stream, job, ingestion, group))
                 db.execute(
                     "UPDATE log_streams SET first_event = MIN(COALESCE(first_event, ?), ?),"
                     " last_event = MAX(COALESCE(last_event, ?), ?), last_ingestion = ?,"
@@ -318,16 +342,89 @@ class Store:
                     (first, first, last, last, ingestion, size, stream),
                 )
 
-    def log_streams(self, prefix: str | None = None) -> list[dict[str, Any]]:
-        sql, args = "SELECT * FROM log_streams", []
+    def log_streams(self, prefix: str | None = None, group: str = LOG_GROUP) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM log_streams WHERE log_group = ?", [group]
         if prefix:
-            sql += " WHERE substr(name, 1, ?) = ?"
-            args = [len(prefix), prefix]
+            sql += " AND substr(name, 1, ?) = ?"
+            args += [len(prefix), prefix]
         return [dict(r) for r in self._db().execute(sql + " ORDER BY name", args)]
 
-    def log_stream(self, name: str) -> dict[str, Any] | None:
-        row = self._db().execute("SELECT * FROM log_streams WHERE name = ?", (name,)).fetchone()
+    def log_stream(self, name: str, group: str = LOG_GROUP) -> dict[str, Any] | None:
+        row = self._db().execute("SELECT * FROM log_streams WHERE name = ? AND log_group = ?",
+                                 (name, group)).fetchone()
         return dict(row) if row else None
+
+    def log_groups(self) -> set[str]:
+        """The training group (always there) and every group a resource has logged to."""
+        rows = self._db().execute("SELECT DISTINCT log_group FROM log_streams").fetchall()
+        return {LOG_GROUP, *(r["log_group"] for r in rows)}
+
+    # -- hosting resources (models, endpoint configs, endpoints) and their processes -----------------
+    def create_resource(self, kind: str, name: str, arn: str, request: dict[str, Any],
+                        status: str | None = None, state: dict[str, Any] | None = None) -> bool:
+        """Record a new resource; False when ``kind`` ``name`` exists already."""
+        now = _now()
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM resources WHERE kind = ? AND name = ?", (kind, name)).fetchone():
+                return False
+            db.execute("INSERT INTO resources (kind, name, arn, request, status, creation_time,"
+                       " last_modified_time, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (kind, name, arn, json.dumps(request), status, now, now, json.dumps(state or {})))
+        return True
+
+    def get_resource(self, kind: str, name: str) -> dict[str, Any] | None:
+        row = self._db().execute("SELECT * FROM resources WHERE kind = ? AND name = ?", (kind, name)).fetchone()
+        return _resource(row) if row else None
+
+    def list_resources(self, kind: str) -> list[dict[str, Any]]:
+        rows = self._db().execute("SELECT * FROM resources WHERE kind = ? ORDER BY creation_time, name", (kind,))
+        return [_resource(r) for r in rows]
+
+    def update_resource(self, kind: str, name: str, *, expect: Iterable[str] | None = None,
+                        **changes: Any) -> bool:
+        """Set ``status``/``failure_reason``/``request`` and merge ``state`` keys; with ``expect``, only while the
+        status is one of those (False otherwise, and when the resource is gone)."""
+        with self._tx() as db:
+            row = db.execute("SELECT status, state FROM resources WHERE kind = ? AND name = ?",
+                             (kind, name)).fetchone()
+            if row is None or (expect is not None and row["status"] not in set(expect)):
+                return False
+            state = {**json.loads(row["state"]), **changes.pop("state", {})}
+            sets = {"state": json.dumps(state), "last_modified_time": _now()}
+            for key in ("status", "failure_reason"):
+                if key in changes:
+                    sets[key] = changes.pop(key)
+            if "request" in changes:
+                sets["request"] = json.dumps(changes.pop("request"))
+            if changes:
+                raise TypeError(f"unknown resource fields {sorted(changes)}")
+            db.execute(f"UPDATE resources SET {', '.join(f'{k} = ?' for k in sets)} WHERE kind = ? AND name = ?",
+                       [*sets.values(), kind, name])
+        return True
+
+    def delete_resource(self, kind: str, name: str) -> bool:
+        with self._tx() as db:
+            db.execute("DELETE FROM processes WHERE kind = ? AND name = ?", (kind, name))
+            return db.execute("DELETE FROM resources WHERE kind = ? AND name = ?", (kind, name)).rowcount > 0
+
+    def set_process(self, kind: str, name: str, host: str, pid: int, start: str | None,
+                    **info: Any) -> None:
+        """Record the process that serves ``kind`` ``name`` on ``host`` (one per host), replacing the last."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO processes (kind, name, host, pid, start, info) VALUES (?, ?, ?, ?, ?, ?)",
+                       (kind, name, host, pid, start, json.dumps(info)))
+
+    def processes(self, kind: str, name: str | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM processes WHERE kind = ?", [kind]
+        if name is not None:
+            sql += " AND name = ?"
+            args.append(name)
+        return [{**dict(r), "info": json.loads(r["info"])} for r in self._db().execute(sql, args)]
+
+    def drop_process(self, kind: str, name: str, host: str, pid: int) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM processes WHERE kind = ? AND name = ? AND host = ? AND pid = ?",
+                       (kind, name, host, pid))
 
     def log_events(self, streams: list[str], *, after: int = 0, before: int | None = None,
                    start: int | None = None, end: int | None = None, limit: int = 10000,
@@ -360,6 +457,13 @@ def _job(row: sqlite3.Row) -> dict[str, Any]:
     job["request"] = json.loads(job["request"])
     job["final_metrics"] = json.loads(job["final_metrics"]) if job["final_metrics"] else []
     return job
+
+
+def _resource(row: sqlite3.Row) -> dict[str, Any]:
+    out = dict(row)
+    out["request"] = json.loads(out["request"])
+    out["state"] = json.loads(out["state"])
+    return out
 
 
 def _final_message(secondary: str, reason: str | None) -> str:

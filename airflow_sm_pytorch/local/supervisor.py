@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,13 @@ class LogWriter:
     Each host gets the stream ``<job>/<host>-<epoch seconds of the job's start>``, as on SageMaker.
     """
 
-    def __init__(self, store: Any, job: str, epoch: int, interval: float = _LOG_FLUSH_INTERVAL) -> None:
+    def __init__(self, store: Any, job: str, epoch: int, interval: float = _LOG_FLUSH_INTERVAL, *,
+                 group: str | None = None, stream_name: Callable[[str], str] | None = None) -> None:
         self._store = store
         self._job = job
         self._epoch = epoch
+        self._group = group  # None: the training jobs' group
+        self._stream_name = stream_name or (lambda host: f"{job}/{host}-{epoch}")
         self._interval = interval
         self._pending: list[tuple[str, int, str]] = []
         self._lock = threading.Lock()
@@ -57,7 +61,7 @@ class LogWriter:
     def stream(self, host: str) -> str:
         name = self._streams.get(host)
         if name is None:
-            name = self._streams.setdefault(host, f"{self._job}/{host}-{self._epoch}")
+            name = self._streams.setdefault(host, self._stream_name(host))
         return name
 
     def log(self, host: str, message: str, timestamp_ms: int) -> None:
@@ -72,7 +76,10 @@ class LogWriter:
             if not batch:
                 return
             try:
-                self._store.append_logs(self._job, batch)
+                if self._group is None:
+                    self._store.append_logs(self._job, batch)
+                else:
+                    self._store.append_logs(self._job, batch, group=self._group)
             except Exception:
                 with self._lock:  # keep the lines for the next attempt
                     self._pending[:0] = batch

@@ -69,8 +69,8 @@ def test_the_runtime_modules_stay_light():
 # -- protocol errors -------------------------------------------------------------------------------
 def test_unknown_operations(local_runtime):
     sm, logs = local_runtime.client("sagemaker"), local_runtime.client("logs")
-    err = error_of(sm.create_endpoint, EndpointName="e", EndpointConfigName="c")
-    assert err["Code"] == "UnknownOperationException" and "SageMaker.CreateEndpoint" in err["Message"]
+    err = error_of(sm.describe_processing_job, ProcessingJobName="p")
+    assert err["Code"] == "UnknownOperationException" and "SageMaker.DescribeProcessingJob" in err["Message"]
     assert error_of(logs.create_log_group, logGroupName="g")["Code"] == "UnknownOperationException"
 
 
