@@ -13,6 +13,9 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "PyTorchTrainOperator": "airflow_sm_pytorch.operators.train",
+    "DeployOperator": "airflow_sm_pytorch.operators.deploy",
+    "DeleteEndpointOperator": "airflow_sm_pytorch.operators.deploy",
+    "PyTorchPredictor": "airflow_sm_pytorch.predictor",
     "SageMakerPyTorchHook": "airflow_sm_pytorch.hooks.sagemaker_pytorch",
     "TrainingSpec": "airflow_sm_pytorch.specs",
     "SpecError": "airflow_sm_pytorch.exceptions",
@@ -49,7 +52,7 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "Amazon SageMaker PyTorch",
-                "python-modules": ["airflow_sm_pytorch.operators.train"],
+                "python-modules": ["airflow_sm_pytorch.operators.train", "airflow_sm_pytorch.operators.deploy"],
             }
         ],
         "extra-links": [

@@ -32,7 +32,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -237,13 +237,21 @@ class SageMakerPyTorchHook(AwsBaseHook):
         return build_training_plan(spec, self.session, job_name=job_name)
 
     def upload_plan(self, plan: Any) -> list[str]:
-        """Upload the plan's archives; an object with the same content already there is kept as is."""
+        """Upload the plan's archives (a deploy plan's repacks too); what was uploaded.
+
+        A source archive whose content is already there (same sha256) is kept as is."""
+        from airflow_sm_pytorch.builders.deploy import RepackUpload
         from airflow_sm_pytorch.packaging import sourcedir_bytes
 
         uploaded = []
         if plan.uploads:
             self.ensure_default_bucket()
         for upload in plan.uploads:
+            if isinstance(upload, RepackUpload):
+                environment = (getattr(plan, "create_model", {}).get("PrimaryContainer") or {}).get("Environment")
+                self._repack(upload, program=(environment or {}).get("SAGEMAKER_PROGRAM"))
+                uploaded.append(upload.uri)
+                continue
             data, digest = sourcedir_bytes(upload.files)
             if self.storage.sha256(upload.uri) == digest:
                 self.log.info("Code archive %s is up to date (sha256 %s); not uploading", upload.uri, digest)
@@ -400,6 +408,124 @@ class SageMakerPyTorchHook(AwsBaseHook):
                 last_secondary[0] = secondary
 
         return self.wait_for("TrainingJob", name, poll_interval=poll_interval, timeout=timeout, on_poll=on_poll)
+
+    # ---------------------------------------------------------------- hosting
+    def plan_deploy(self, source: Any, deploy: Any, *, model_name: str | None = None,
+                    endpoint_name: str | None = None) -> Any:
+        """The exact CreateModel / EndpointConfig / Endpoint requests and uploads (pure; nothing is sent)."""
+        from airflow_sm_pytorch.builders.deploy import build_deploy_plan
+
+        return build_deploy_plan(source, deploy, self.session, model_name=model_name, endpoint_name=endpoint_name)
+
+    def trained_model(self, training_job: str | Mapping[str, Any]) -> Any:
+        """What ``estimator.deploy`` deploys for a training job: its name, or the training operator's XCom."""
+        from airflow_sm_pytorch.builders.deploy import trained_model
+
+        name = training_job if isinstance(training_job, str) else training_job.get("TrainingJobName")
+        if not name:
+            raise SpecError("training_job", training_job, "give a training job name or the XCom of "
+                            "PyTorchTrainOperator / AttachSensor")
+        description = self.describe("TrainingJob", str(name))
+        if description is None:
+            raise SpecError("training_job", name, "no such training job in this account and region",
+                            problem="does not exist")
+        if description["TrainingJobStatus"] != "Completed":
+            raise SpecError("training_job", name, f"deploy a Completed job (this one is "
+                            f"{description['TrainingJobStatus']})", problem="has no model to deploy")
+        return trained_model(description)
+
+    def _repack(self, upload: Any, *, program: str | None) -> None:
+        import tempfile
+
+        from airflow_sm_pytorch import repack
+        from airflow_sm_pytorch.local.archives import safe_extract
+        from airflow_sm_pytorch.storage import parse_uri
+
+        with tempfile.TemporaryDirectory(prefix="sm-repack-") as tmp:
+            work = Path(tmp)
+            source = upload.repack_of
+            if source.startswith("file://"):
+                original = Path(parse_uri(source).path)
+            else:
+                original = work / "model.tar.gz"
+                self.storage.download_file(source, original)
+            code = [(arc, Path(path)) for arc, path in upload.files]
+            if upload.code_archive:
+                extracted = work / "code"
+                archive = work / "sourcedir.tar.gz"
+                self.storage.download_file(upload.code_archive, archive)
+                safe_extract(archive, extracted)
+                code = [(f"code/{p.relative_to(extracted).as_posix()}", p)
+                        for p in sorted(extracted.rglob("*")) if p.is_file()] + code
+            target = upload.uri
+            dest = Path(parse_uri(target).path) if target.startswith("file://") else work / "repacked.tar.gz"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            result, warnings = repack.repack_file(original, dest, code, name=source, entry_point=program,
+                                                  replace_code=upload.replace_code)
+            for warning in warnings:
+                self.log.warning("%s: %s", source, warning)
+            self.log.info("Repacked %s with %d code file(s) into %s (%s%s)", source, len(code), target,
+                          result.method, f": {result.reason}" if result.reason else "")
+            if not target.startswith("file://"):
+                self.storage.upload_file(dest, target, extra_args=self._upload_args(upload))
+
+    def deploy(self, plan: Any, *, wait: bool = True, poll_interval: float = 10.0,
+               timeout: float | None = None) -> tuple[dict[str, Any], bool]:
+        """Create-or-update: the model and config once, then the endpoint created, or updated to this config
+        when it serves another one, or attached to. Waits for InService (Failed raises)."""
+        self.create_once("Model", plan.create_model, before_create=lambda: self.upload_plan(plan))
+        self.create_once("EndpointConfig", plan.create_endpoint_config)
+        name, config = plan.endpoint_name, plan.endpoint_config_name
+        endpoint = self.describe("Endpoint", name)
+        changed = False
+        if endpoint is None:
+            endpoint, changed = self.create_once("Endpoint", plan.create_endpoint)
+        elif endpoint.get("EndpointConfigName") != config:
+            if endpoint["EndpointStatus"] in ("Creating", "Updating", "SystemUpdating"):
+                self.log.info("Endpoint %s is %s; waiting before updating it", name, endpoint["EndpointStatus"])
+                self._wait_endpoint(name, poll_interval, timeout, raise_on_failure=False)
+            self.log.info("Updating endpoint %s to config %s", name, config)
+            self.call("sagemaker", "UpdateEndpoint", EndpointName=name, EndpointConfigName=config)
+            changed = True
+        else:
+            self.log.info("Endpoint %s already serves %s; attaching to it", name, config)
+        if wait:
+            endpoint = self._wait_endpoint(name, poll_interval, timeout)
+        else:
+            endpoint = self.describe("Endpoint", name) or endpoint
+        return endpoint, changed
+
+    def _wait_endpoint(self, name: str, poll_interval: float, timeout: float | None, *,
+                       raise_on_failure: bool = True) -> dict[str, Any]:
+        def progress(desc: dict[str, Any]) -> None:
+            self.log.info("Endpoint %s: %s", name, desc["EndpointStatus"])
+
+        try:
+            return self.wait_for("Endpoint", name, poll_interval=poll_interval, timeout=timeout, on_poll=progress)
+        except JobFailed:
+            if raise_on_failure:
+                raise
+            return self.describe("Endpoint", name) or {}
+
+    def delete_deployment(self, endpoint_name: str, *, endpoint_config_name: str | None = None,
+                          model_name: str | None = None) -> list[str]:
+        """Delete the endpoint, then its config and model (each only if it exists); what was deleted."""
+        deleted = []
+        endpoint = self.describe("Endpoint", endpoint_name)
+        if endpoint is not None:
+            if endpoint["EndpointStatus"] in ("Creating", "Updating"):
+                self._wait_endpoint(endpoint_name, 5.0, None, raise_on_failure=False)
+            config = self.describe("EndpointConfig", endpoint_config_name or endpoint["EndpointConfigName"])
+            if config is not None and model_name is None:
+                model_name = config["ProductionVariants"][0].get("ModelName")
+            endpoint_config_name = endpoint_config_name or endpoint["EndpointConfigName"]
+            self.call("sagemaker", "DeleteEndpoint", EndpointName=endpoint_name)
+            deleted.append(f"endpoint {endpoint_name}")
+        for kind, name in (("EndpointConfig", endpoint_config_name), ("Model", model_name)):
+            if name and self.describe(kind, name) is not None:
+                self.call("sagemaker", RESOURCES[kind].delete, **{RESOURCES[kind].name_key: name})
+                deleted.append(f"{kind} {name}")
+        return deleted
 
     # ---------------------------------------------------------------- data staging
     def upload_data(self, path: str | os.PathLike[str], *, key_prefix: str = "data",

@@ -16,15 +16,19 @@ def _loaded_after(code: str) -> list[str]:
 
 def test_operator_import_pulls_in_no_heavy_module():
     assert _loaded_after("import airflow_sm_pytorch.operators.train") == []
+    assert _loaded_after("import airflow_sm_pytorch.operators.deploy") == []
+    assert _loaded_after("import airflow_sm_pytorch.predictor") == []
 
 
 def test_public_names_and_dag_objects_are_cheap():
     code = (
         "import airflow_sm_pytorch\n"
-        "from airflow_sm_pytorch import PyTorchTrainOperator, TrainingSpec\n"
+        "from airflow_sm_pytorch import DeleteEndpointOperator, DeployOperator, PyTorchTrainOperator, TrainingSpec\n"
         "from airflow.sdk import DAG\n"
         "with DAG('d', schedule=None):\n"
-        "    PyTorchTrainOperator(task_id='t', entry_point='train.py', instance_type='local')\n"
+        "    t = PyTorchTrainOperator(task_id='t', entry_point='train.py', instance_type='local')\n"
+        "    d = DeployOperator(task_id='d', training_job=t.output, instance_type='local')\n"
+        "    DeleteEndpointOperator(task_id='x', endpoint=d.output)\n"
     )
     assert _loaded_after(code) == []
 
