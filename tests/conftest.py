@@ -200,6 +200,16 @@ def local_runtime(tmp_path_factory):
         runtime.cleanup()
 
 
+@pytest.fixture
+def local_conn(local_runtime, monkeypatch):
+    """An Airflow connection id (``sm_local``) pointing at ``local_runtime``, as the README's connection."""
+    conn = {"conn_type": "aws", "login": "local", "password": "local",
+            "extra": {"endpoint_url": local_runtime.url, "region_name": "us-east-1",
+                      "sm_pytorch": {"local_runtime": {"root": str(local_runtime.root), "autostart": False}}}}
+    monkeypatch.setenv("AIRFLOW_CONN_SM_LOCAL", json.dumps(conn))
+    return "sm_local"
+
+
 def package_source(src_dir: Path, files: dict[str, str]) -> Path:
     """Write ``files`` (name -> text) into ``src_dir/sourcedir.tar.gz``; return the archive's path."""
     src_dir.mkdir(parents=True, exist_ok=True)

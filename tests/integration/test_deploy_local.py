@@ -58,15 +58,6 @@ if __name__ == "__main__":
 """
 
 
-@pytest.fixture
-def local_conn(local_runtime, monkeypatch):
-    conn = {"conn_type": "aws", "login": "local", "password": "local",
-            "extra": {"endpoint_url": local_runtime.url, "region_name": "us-east-1",
-                      "sm_pytorch": {"local_runtime": {"root": str(local_runtime.root), "autostart": False}}}}
-    monkeypatch.setenv("AIRFLOW_CONN_SM_LOCAL", json.dumps(conn))
-    return "sm_local"
-
-
 def _context(task_id: str, run_id: str = "manual__1"):
     return {"ti": SimpleNamespace(dag_id="d", task_id=task_id, run_id=run_id, map_index=-1, try_number=1)}
 

@@ -16,15 +16,6 @@ from airflow_sm_pytorch.operators.train import PyTorchTrainOperator
 ROLE = "arn:aws:iam::000000000000:role/local"
 
 
-@pytest.fixture
-def local_conn(local_runtime, monkeypatch):
-    conn = {"conn_type": "aws", "login": "local", "password": "local",
-            "extra": {"endpoint_url": local_runtime.url, "region_name": "us-east-1",
-                      "sm_pytorch": {"local_runtime": {"root": str(local_runtime.root), "autostart": False}}}}
-    monkeypatch.setenv("AIRFLOW_CONN_SM_LOCAL", json.dumps(conn))
-    return "sm_local"
-
-
 def _operator(conn_id, source_dir, **kwargs):
     return PyTorchTrainOperator(
         task_id="train", aws_conn_id=conn_id, entry_point="train.py", source_dir=str(source_dir), role=ROLE,
