@@ -1,6 +1,7 @@
-"""Train a PyTorch classifier on SageMaker, or on the local runtime: the connection decides.
+"""Train a PyTorch classifier on SageMaker, or on the local runtime, then serve it: the connection decides.
 
 make_dataset -> train (PyTorchTrainOperator) -> check_model
+                     -> deploy (DeployOperator) -> predict (PyTorchPredictor) -> teardown
 
 Trigger it from the UI with your own epochs / learning rate / batch size. The DAG is the same on a
 laptop and on AWS: it stages its data through the hook (like the SDK's ``Session.upload_data``) and
@@ -15,7 +16,7 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import DAG, Param, task
 
-from airflow_sm_pytorch import PyTorchTrainOperator
+from airflow_sm_pytorch import DeleteEndpointOperator, DeployOperator, PyTorchTrainOperator
 
 CONN_ID = "sm_pytorch"
 CODE_DIR = Path(__file__).parent / "code"
@@ -129,3 +130,42 @@ with DAG(
         return {"model": uri, "test_accuracy": accuracy}
 
     check_model(train.output, data)
+
+    # [START howto_operator_pytorch_deploy]
+    deploy = DeployOperator(
+        task_id="deploy",
+        aws_conn_id=CONN_ID,
+        training_job=train.output,  # model data, image version and code come from the training job
+        entry_point="inference.py",  # ... served by this script (model_fn, predict_fn) from the same code
+        source_dir=str(CODE_DIR),
+        instance_type="ml.m5.large",  # the local runtime serves any ml.* type on this machine
+        initial_instance_count=1,
+        poll_interval=2,
+    )
+    # [END howto_operator_pytorch_deploy]
+
+    @task
+    def predict(endpoint: dict, data: dict) -> dict:
+        """Send the held-back test points to the endpoint and score what it answers."""
+        import tempfile
+
+        import numpy as np
+
+        from airflow_sm_pytorch import PyTorchPredictor, SageMakerPyTorchHook
+
+        hook = SageMakerPyTorchHook(aws_conn_id=CONN_ID)
+        with tempfile.TemporaryDirectory() as tmp:
+            hook.storage.download(data["test"], Path(tmp, "test"))
+            test = np.loadtxt(Path(tmp, "test", "data.csv"), delimiter=",", dtype=np.float32)
+        predictor = PyTorchPredictor(endpoint["EndpointName"], aws_conn_id=CONN_ID)
+        predicted = predictor.predict(test[:, :2])  # NPY in, NPY out
+        accuracy = float((predicted == test[:, 2]).mean())
+        print(f"endpoint {endpoint['EndpointName']} served accuracy={accuracy:.4f} on {len(test)} held-back points")
+        if accuracy < 0.9:
+            raise ValueError(f"the endpoint's predictions are off: accuracy {accuracy:.4f} < 0.9")
+        return {"endpoint": endpoint["EndpointName"], "served_accuracy": accuracy}
+
+    served = predict(deploy.output, data)
+    teardown = DeleteEndpointOperator(task_id="teardown", aws_conn_id=CONN_ID, endpoint=deploy.output,
+                                      trigger_rule="all_done")
+    served >> teardown

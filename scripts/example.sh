@@ -32,7 +32,7 @@ trap stop_runtime EXIT
 echo "Running example_pytorch_train (AIRFLOW_HOME=$AIRFLOW_HOME, runtime root $SM_PYTORCH_LOCAL_ROOT)"
 set +e
 .venv/bin/airflow dags test example_pytorch_train 2>&1 | tee "$AIRFLOW_HOME/dags-test.log" \
-  | grep -E "Created training job|Attached to training job|epoch=|test_accuracy=|landed at|members:|DagRun Finished|ERROR|Traceback|JobFailed" \
+  | grep -E "Created training job|Attached to training job|epoch=|test_accuracy=|landed at|members:|Endpoint .*InService|served accuracy=|Deleted:|DagRun Finished|ERROR|Traceback|JobFailed" \
   | sed -E 's/^[0-9TZ:.-]+ \[[a-z ]+\] //; s/ +\[airflow[^]]*\].*$//' 
 status=${PIPESTATUS[0]}
 set -e

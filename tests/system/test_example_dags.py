@@ -44,3 +44,7 @@ def test_example_dag_trains_on_the_local_runtime(airflow_env, tmp_path):
     assert "The trained model landed at file://" in output
     models = list(root.glob("store/sagemaker-us-east-1/**/output/model.tar.gz"))
     assert len(models) == 1, models
+    assert "served accuracy=" in output  # the endpoint answered the held-back points
+    served = float(output.split("served accuracy=")[1].split()[0])
+    assert served > 0.9, output[-4000:]
+    assert "Deleted: endpoint" in output  # torn down
