@@ -454,6 +454,22 @@ def test_transform_fn_with_context_in_model_fn(transform_server):
         assert headers["content-type"] == "text/csv"
 
 
+def test_workers_exit_when_the_main_process_is_killed(tmp_path):
+    server = ModelServer(copy_fixture("transform", tmp_path / "model"), tmp_path, workers=2)
+    try:
+        pids = server.wait_for("InService")["worker_pids"]
+        server.proc.kill()  # SIGKILL: no chance to stop its workers
+        server.proc.wait(10)
+        deadline = time.monotonic() + 15
+        while _processes_serving(server.model_dir) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _processes_serving(server.model_dir) == [], pids
+        assert "main process went away" in server.log()
+    finally:
+        for pid in _processes_serving(server.model_dir):
+            os.kill(pid, signal.SIGKILL)
+
+
 # -- start-up failures ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("fixture, reason", [
     ("model_fn_raises", "ModelError: model_fn raised ValueError: no weights in this archive (a second line)"),

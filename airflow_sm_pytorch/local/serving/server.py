@@ -21,8 +21,9 @@ new file)::
     {"status": "Failed",    "pid": 123, "host": "127.0.0.1", "port": 40123, "workers": 2, "reason": "ModelError: model_fn raised ValueError: no weights"}
     {"status": "Stopped",   "pid": 123, "host": "127.0.0.1", "port": 40123, "workers": 2}
 
-``Starting`` is written once the socket is bound (``/ping`` answers 500 from then on); ``InService`` once
-every worker has run ``model_fn`` and ``/ping`` answers 200 on every worker; ``Failed`` before the process
+``Starting`` is written once the socket is bound (``/ping`` answers 500 from then on), and again while a
+replacement worker loads; ``InService`` once every worker has run ``model_fn`` and ``/ping`` answers 200 on
+every worker (again after a replacement, with the new ``worker_pids``); ``Failed`` before the process
 exits non-zero; ``Stopped`` after a SIGTERM/SIGINT stop. ``reason`` is one line of at most 1,024
 characters: ``ModelError: ...`` for the user's code (import, ``model_fn``, a worker that died while loading,
 workers that keep dying), ``ServerError: ...`` for the server's own configuration (bad arguments, port in
@@ -35,6 +36,9 @@ SIGKILL); 1 when the model failed (status ``Failed``, reason ``ModelError``); 2 
 **Stdout**: every log line of this process and of the workers (with the user code's own stdout and stderr)
 — one line per event; stderr only carries an interpreter crash of this process. The ready line is
 ``<time> INFO [main] model server InService on http://HOST:PORT (N workers)``.
+
+Workers exit by themselves when this process dies (even by SIGKILL): they watch their control socket, so
+none is left holding the port.
 
 A worker that exits after the server is InService (a crash, ``os._exit`` in user code, an invocation over
 the timeout) is replaced; ``/ping`` answers 500 until the replacement has loaded. More than 5 replacements

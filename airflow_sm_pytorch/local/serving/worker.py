@@ -120,6 +120,7 @@ class Worker:
                                    f"SageMaker real-time endpoints.")
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            log.info("invocation answered 413: a body of %s bytes", declared)
             return await _send(send, too_large)  # uvicorn reads and drops the rest of the body
         chunks, size = [], 0
         while True:
@@ -129,6 +130,7 @@ class Worker:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
+                log.info("invocation answered 413: a chunked body over %d bytes", self.max_body)
                 return await _send(send, too_large)
             chunks.append(chunk)
             if not message.get("more_body", False):
