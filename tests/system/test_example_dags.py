@@ -21,7 +21,7 @@ def test_dags_folder_has_no_import_errors(airflow_env):
                          check=True)
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["errors"] == {}
-    assert "example_pytorch_train" in report["dags"]
+    assert {"example_pytorch_train", "example_pytorch_byom"} <= set(report["dags"])
 
 
 def test_example_dag_trains_on_the_local_runtime(airflow_env, tmp_path):
@@ -48,3 +48,22 @@ def test_example_dag_trains_on_the_local_runtime(airflow_env, tmp_path):
     served = float(output.split("served accuracy=")[1].split()[0])
     assert served > 0.9, output[-4000:]
     assert "Deleted: endpoint" in output  # torn down
+
+
+def test_bring_your_own_model_example_serves_and_tears_down(airflow_env, tmp_path):
+    root = tmp_path / "sm-local"
+    port = free_port()
+    conn = {"conn_type": "aws", "login": "local", "password": "local",
+            "extra": {"endpoint_url": f"http://127.0.0.1:{port}", "region_name": "us-east-1",
+                      "sm_pytorch": {"local_runtime": {"root": str(root), "autostart": True}}}}
+    env = {**airflow_env, "AIRFLOW_CONN_SM_PYTORCH": json.dumps(conn)}
+    try:
+        proc = dags_test(env, "example_pytorch_byom")
+    finally:
+        server = root / "server.json"
+        if server.exists():
+            os.kill(json.loads(server.read_text())["pid"], signal.SIGTERM)
+    output = proc.stdout + proc.stderr
+    assert succeeded(proc), output[-6000:]
+    assert "answered [[1.5], [-1.5]]" in output
+    assert "Deleted: endpoint" in output
