@@ -40,7 +40,7 @@ the members are re-read in stream mode and re-written with the new ``code/`` (gz
 members: an extra top-level directory (``tar czvf model.tar.gz my_model/``), the inference script not
 directly under ``code/`` (at the root, ``code/src/``, or an ``entry_point`` nested in ``source_dir``,
 whose basename is ``SAGEMAKER_PROGRAM``), no file outside ``code/``, ``code`` not a directory, absolute
-or ``..`` names, links leaving the archive, devices/FIFOs (``local.archives.check_members``), not a tar
+or ``..`` names, links leaving the archive, devices/FIFOs (``archives.check_members``), not a tar
 or a corrupt gzip. Warned: no inference script and not exactly one root ``.pt``/``.pth`` (the default
 ``model_fn`` loads ``model.pt`` or the only one), model files under a single directory.
 """
@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from airflow_sm_pytorch.exceptions import SpecError
-from airflow_sm_pytorch.local.archives import UnsafeArchive, check_members
+from airflow_sm_pytorch.archives import UnsafeArchive, check_members
 from airflow_sm_pytorch.packaging import DIR_MODE, _order, _tarinfo, sourcedir_files
 
 __all__ = [

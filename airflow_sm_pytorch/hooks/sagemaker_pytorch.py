@@ -438,7 +438,7 @@ class SageMakerPyTorchHook(AwsBaseHook):
         import tempfile
 
         from airflow_sm_pytorch import repack
-        from airflow_sm_pytorch.local.archives import safe_extract
+        from airflow_sm_pytorch.archives import safe_extract
         from airflow_sm_pytorch.storage import parse_uri
 
         with tempfile.TemporaryDirectory(prefix="sm-repack-") as tmp:

@@ -76,7 +76,7 @@ class Generation:
         return endpoint, model["request"]
 
     def fetch(self, container: dict[str, Any]) -> None:
-        from airflow_sm_pytorch.local.archives import safe_extract
+        from airflow_sm_pytorch.archives import safe_extract
         from airflow_sm_pytorch.storage import Storage
 
         storage = Storage()

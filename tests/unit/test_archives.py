@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_sm_pytorch.local.archives import UnsafeArchive, make_tar_gz, safe_extract
+from airflow_sm_pytorch.archives import UnsafeArchive, make_tar_gz, safe_extract
 
 
 def _tar(members: list[tuple[str, str, str]]) -> io.BytesIO:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from airflow_sm_pytorch.local.archives import UnsafeArchive, make_tar_gz, safe_extract
+from airflow_sm_pytorch.archives import UnsafeArchive, make_tar_gz, safe_extract
 from airflow_sm_pytorch.local.training import contract
 from airflow_sm_pytorch.storage import Storage, parse_uri
 
