@@ -30,8 +30,11 @@ def _wait_for(path: Path, timeout: float = 60.0) -> float:
 
 
 def _start_server(root: Path) -> tuple[subprocess.Popen, str]:
+    # the runtime's keys through the environment, as the hook's autostart gives them; outputs under root
+    env = {**os.environ, "SM_PYTORCH_LOCAL_ACCESS_KEY_ID": "x", "SM_PYTORCH_LOCAL_SECRET_ACCESS_KEY": "x"}
     proc = subprocess.Popen([sys.executable, "-m", "airflow_sm_pytorch.local", "--port", "0", "--root",
-                             str(root)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                             str(root), "--allow-path", str(root.parent)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=env)
     line = proc.stdout.readline()
     return proc, line.split(" listening on ", 1)[1].split(" ", 1)[0]
 
