@@ -50,13 +50,14 @@ class RequestRejected(SmPyTorchError):
 
 
 class JobFailed(SmPyTorchError):
-    """A job reached Failed or Stopped."""
+    """A job (or another resource: an endpoint) reached a failure state (Failed, Stopped, OutOfService)."""
 
-    def __init__(self, job_name: str, status: str, reason: str | None, *, hint: str = "") -> None:
+    def __init__(self, job_name: str, status: str, reason: str | None, *, hint: str = "",
+                 what: str = "Training job") -> None:
         self.job_name = job_name
         self.status = status
         self.reason = reason or ""
-        msg = f"Training job {job_name} ended {status}"
+        msg = f"{what} {job_name} ended {status}"
         if reason:
             msg += f": {reason}"
         if hint:

@@ -349,7 +349,9 @@ class SageMakerPyTorchHook(AwsBaseHook):
                 reason = desc.get(resource.reason_key)
                 if status == "Stopped" and not reason:
                     reason = f"stopped ({desc.get('SecondaryStatus', 'Stopped')})"
-                raise JobFailed(name, status, reason, hint="outputs and logs are kept; see the task log above")
+                hint = ("outputs and logs are kept; see the task log above" if kind == "TrainingJob" else
+                        f"its log is in /aws/sagemaker/{kind}s/{name}")
+                raise JobFailed(name, status, reason, hint=hint, what=_words(kind))
             if deadline is not None and time.monotonic() > deadline:
                 raise JobTimeout(f"{kind} {name} did not finish within {timeout:.0f}s; it is still "
                                  f"{desc.get(resource.status_key or '')}")
@@ -444,8 +446,12 @@ class SageMakerPyTorchHook(AwsBaseHook):
         with tempfile.TemporaryDirectory(prefix="sm-repack-") as tmp:
             work = Path(tmp)
             source = upload.repack_of
-            if source.startswith("file://"):
-                original = Path(parse_uri(source).path)
+            local = Path(parse_uri(source).path) if source.startswith("file://") else None
+            if not (local.is_file() if local is not None else self.storage.exists(source)):
+                raise SpecError("model_data", source, "point model_data at an existing model.tar.gz (nothing "
+                                "was created)", problem="does not exist")
+            if local is not None:
+                original = local
             else:
                 original = work / "model.tar.gz"
                 self.storage.download_file(source, original)
@@ -614,6 +620,12 @@ def _local_runtime(settings: dict[str, Any]) -> dict[str, Any]:
     out["root"] = Path(root).expanduser() if root else local_config.default_root()
     if isinstance(out["allow_paths"], str):
         out["allow_paths"] = [out["allow_paths"]]
+    return out
+
+
+def _words(kind: str) -> str:
+    """``TrainingJob`` -> ``Training job``."""
+    out = "".join(f" {c.lower()}" if c.isupper() and i else c for i, c in enumerate(kind))
     return out
 
 

@@ -154,10 +154,21 @@ def test_bad_deployments_fail_clearly_and_create_nothing(local_conn, local_runti
         DeployOperator(task_id="d", aws_conn_id=local_conn, training_job="no-such-job", **{
             k: v for k, v in COMMON.items() if k in ("instance_type", "initial_instance_count")}
                        ).execute(_context("d"))
+    with pytest.raises(SpecError, match="does not exist"):
+        DeployOperator(task_id="d", aws_conn_id=local_conn, model_data=(tmp_path / "nope.tar.gz").as_uri(),
+                       entry_point="inference.py", source_dir=str(_source(tmp_path, 1)), **COMMON
+                       ).execute(_context("d"))
+    code_only = tmp_path / "code-only.tar.gz"  # a Common Mistake: no model file at all
+    with tarfile.open(code_only, "w:gz") as tar:
+        tar.add(_source(tmp_path, 1) / "inference.py", arcname="code/inference.py")
+    with pytest.raises(SpecError, match="model_data"):
+        DeployOperator(task_id="d", aws_conn_id=local_conn, model_data=code_only.as_uri(), entry_point="inference.py",
+                       source_dir=str(_source(tmp_path, 1)), **COMMON).execute(_context("d"))
+    assert local_runtime.client("sagemaker").list_models()["Models"] == []  # nothing half-created
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "inference.py").write_text("def model_fn(model_dir):\n    raise RuntimeError('weights missing')\n")
-    with pytest.raises(JobFailed, match="weights missing"):
+    with pytest.raises(JobFailed, match="Endpoint broken ended Failed.*weights missing"):
         DeployOperator(task_id="d", aws_conn_id=local_conn, model_data=archive.as_uri(), entry_point="inference.py",
                        source_dir=str(broken), endpoint_name="broken", **COMMON).execute(_context("d"))
     sm = local_runtime.client("sagemaker")
