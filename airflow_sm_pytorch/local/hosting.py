@@ -32,19 +32,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from airflow_sm_pytorch.local.protocol import ACCOUNT, ApiError, page_offset, page_token
 from airflow_sm_pytorch.local.store import Store, process_alive, process_start
 from airflow_sm_pytorch.storage import parse_uri
 
-ACCOUNT = "000000000000"
 ENDPOINT = "Endpoint"
 #: Endpoint states in which a supervisor must be running.
 LIVE = ("Creating", "Updating", "InService")
-
-
-class HostingError(Exception):
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.code, self.message, self.status = code, message, status
 
 
 def log_group(endpoint: str) -> str:
@@ -78,24 +72,24 @@ class Hosting:
         name = params["ModelName"]
         containers = [params["PrimaryContainer"]] if params.get("PrimaryContainer") else params.get("Containers") or []
         if len(containers) != 1:
-            raise HostingError("ValidationException", "The local runtime serves models with exactly one container "
+            raise ApiError("ValidationException", "The local runtime serves models with exactly one container "
                                                       "(PrimaryContainer).")
         container = containers[0]
         data = container.get("ModelDataUrl") or ((container.get("ModelDataSource") or {}).get("S3DataSource")
                                                  or {}).get("S3Uri")
         if isinstance(data, str) and data.startswith("file://") and not os.path.exists(parse_uri(data).path):
-            raise HostingError("ValidationException", f"Could not access model data at {data}: it does not exist "
+            raise ApiError("ValidationException", f"Could not access model data at {data}: it does not exist "
                                                       "on the local runtime's machine.")
         arn = _arn(region, "Model", name)
         if not self.store.create_resource("Model", name, arn, params):
-            raise HostingError("ValidationException", f'Cannot create already existing model "{arn}".')
+            raise ApiError("ValidationException", f'Cannot create already existing model "{arn}".')
         return {"ModelArn": arn}
 
     def _get(self, kind: str, name: str, region: str) -> dict[str, Any]:
         found = self.store.get_resource(kind, name)
         if found is None:
             what = {"Model": "model", "EndpointConfig": "endpoint configuration", "Endpoint": "endpoint"}[kind]
-            raise HostingError("ValidationException", f'Could not find {what} "{_arn(region, kind, name)}".')
+            raise ApiError("ValidationException", f'Could not find {what} "{_arn(region, kind, name)}".')
         return found
 
     def describe_model(self, params: dict[str, Any], region: str) -> dict[str, Any]:
@@ -122,11 +116,11 @@ class Hosting:
             if variant.get("ModelName"):
                 self._get("Model", variant["ModelName"], region)
         if len(params["ProductionVariants"]) != 1:
-            raise HostingError("ValidationException", "The local runtime serves endpoint configs with exactly one "
+            raise ApiError("ValidationException", "The local runtime serves endpoint configs with exactly one "
                                                       "production variant.")
         arn = _arn(region, "EndpointConfig", name)
         if not self.store.create_resource("EndpointConfig", name, arn, params):
-            raise HostingError("ValidationException",
+            raise ApiError("ValidationException",
                                f'Cannot create already existing endpoint configuration "{arn}".')
         return {"EndpointConfigArn": arn}
 
@@ -153,7 +147,7 @@ class Hosting:
         arn = _arn(region, ENDPOINT, name)
         if not self.store.create_resource(ENDPOINT, name, arn, params, status="Creating",
                                           state={"config": config, "generation": 1, "region": region}):
-            raise HostingError("ValidationException", f'Cannot create already existing endpoint "{arn}".')
+            raise ApiError("ValidationException", f'Cannot create already existing endpoint "{arn}".')
         self.launch(name, 1)
         return {"EndpointArn": arn}
 
@@ -164,14 +158,14 @@ class Hosting:
         generation = int(endpoint["state"].get("generation", 1)) + 1
         if not self.store.update_resource(ENDPOINT, name, expect=("InService",), status="Updating",
                                           state={"pending_config": config, "pending_generation": generation}):
-            raise HostingError("ValidationException", f'Cannot update in-progress endpoint "{endpoint["arn"]}".')
+            raise ApiError("ValidationException", f'Cannot update in-progress endpoint "{endpoint["arn"]}".')
         self.launch(name, generation)
         return {"EndpointArn": endpoint["arn"]}
 
     def delete_endpoint(self, params: dict[str, Any], region: str) -> dict[str, Any]:
         endpoint = self._endpoint(params["EndpointName"], region)
         if endpoint["status"] in ("Creating", "Updating"):
-            raise HostingError("ValidationException",
+            raise ApiError("ValidationException",
                                f'Cannot delete endpoint "{endpoint["arn"]}" while it is {endpoint["status"]}: wait '
                                "until it is InService or Failed (DescribeEndpoint), then delete it.")
         procs = self.store.processes(ENDPOINT, endpoint["name"])
@@ -274,8 +268,6 @@ class Hosting:
     # ------------------------------------------------------------------ lists
     def _list(self, kind: str, params: dict[str, Any], key: str, summary: Callable[[dict[str, Any]], dict[str, Any]],
               status_filter: str | None = None) -> dict[str, Any]:
-        from airflow_sm_pytorch.local.api import _page_offset, _page_token  # shared paging tokens
-
         items = self.store.list_resources(kind)
         if params.get("NameContains"):
             items = [i for i in items if params["NameContains"].lower() in i["name"].lower()]
@@ -285,11 +277,11 @@ class Hosting:
             items.sort(key=lambda i: i["name"])
         if params.get("SortOrder", "Descending") == "Descending":
             items.reverse()
-        offset = _page_offset(params.get("NextToken"), "ValidationException")
+        offset = page_offset(params.get("NextToken"), "ValidationException")
         size = params.get("MaxResults", 10)
         out: dict[str, Any] = {key: [summary(i) for i in items[offset:offset + size]]}
         if offset + size < len(items):
-            out["NextToken"] = _page_token(offset + size)
+            out["NextToken"] = page_token(offset + size)
         return out
 
 
