@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-path", action="append", default=[], metavar="DIR",
                        help="let jobs write file:// outputs and checkpoints under DIR too (repeatable; the root "
                             "always)")
+    for name, text in (("status", "say whether a runtime serves ROOT, where, and what runs there"),
+                       ("stop", "stop the runtime serving ROOT (SIGTERM; its jobs and endpoints keep running "
+                                "in their own processes and are picked up by the next runtime)")):
+        sub = local_cmds.add_parser(name, help=text)
+        sub.add_argument("--root", default=None, help="data directory (default: the per-user data directory)")
     return parser
 
 
@@ -54,6 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from airflow_sm_pytorch.planning import plan_main
 
         return plan_main(args)
+    if args.local_command in ("status", "stop"):
+        from airflow_sm_pytorch.local.server import status_main, stop_main
+
+        return (status_main if args.local_command == "status" else stop_main)(args)
     from airflow_sm_pytorch.local.server import serve_main
 
     return serve_main(args)

@@ -285,3 +285,62 @@ def serve_main(args: Any) -> int:
         _remove_server_json(server_json)
         sock.close()
     return 0
+
+
+def _running(root: Path) -> dict[str, Any] | None:
+    """``server.json`` of the runtime serving ``root``, if that process is still alive."""
+    from airflow_sm_pytorch.local.store import process_alive
+
+    try:
+        info = json.loads((root / "server.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return info if process_alive(info.get("pid"), None) else None
+
+
+def _root(args: Any) -> Path:
+    from airflow_sm_pytorch.local.config import default_root
+
+    return (Path(args.root).expanduser() if getattr(args, "root", None) else default_root()).resolve()
+
+
+def status_main(args: Any) -> int:
+    """``local status``: 0 and one line per fact when a runtime serves the root, 3 when none does."""
+    root = _root(args)
+    info = _running(root)
+    if info is None:
+        print(f"no local runtime serves {root}")
+        return 3
+    print(f"local runtime pid {info['pid']} serves {root} at {info['url']}")
+    if (root / "state.db").exists():
+        try:
+            store = Store(root)
+            jobs = store.in_progress()
+            endpoints = [e for e in store.list_resources("Endpoint") if e["status"] in ("Creating", "Updating",
+                                                                                        "InService")]
+            store.close()
+            print(f"{len(jobs)} training job(s) in progress, {len(endpoints)} endpoint(s) serving or starting")
+        except StoreError as exc:
+            print(str(exc))
+    return 0
+
+
+def stop_main(args: Any, timeout: float = 30.0) -> int:
+    """``local stop``: SIGTERM the runtime serving the root and wait until it is gone (0), or say none ran."""
+    import time
+
+    root = _root(args)
+    info = _running(root)
+    if info is None:
+        print(f"no local runtime serves {root}")
+        return 0
+    os.kill(info["pid"], signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _running(root) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _running(root) is not None:
+        print(f"the local runtime (pid {info['pid']}) did not stop within {timeout:.0f}s", file=sys.stderr)
+        return 1
+    print(f"stopped the local runtime (pid {info['pid']}) serving {root}; jobs and endpoints keep their own "
+          "processes and are picked up by the next runtime on this root")
+    return 0

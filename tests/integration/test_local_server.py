@@ -303,3 +303,17 @@ def test_filter_log_events(local_runtime):
     assert messages(logStreamNamePrefix="f-job/", nextToken=page["nextToken"]) == ["INFO end"]
     err = error_of(logs.filter_log_events, logGroupName=LOG_GROUP, logStreamNames=["a"], logStreamNamePrefix="a")
     assert err["Code"] == "InvalidParameterException"
+
+
+def test_local_status_and_stop(local_runtime):
+    cli = [sys.executable, "-m", "airflow_sm_pytorch.cli", "local"]
+    root = ["--root", str(local_runtime.root)]
+    status = subprocess.run([*cli, "status", *root], capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert f"serves {local_runtime.root.resolve()} at {local_runtime.url}" in status.stdout
+    assert "0 training job(s) in progress, 0 endpoint(s)" in status.stdout
+    stop = subprocess.run([*cli, "stop", *root], capture_output=True, text=True, timeout=60)
+    assert stop.returncode == 0 and "stopped the local runtime" in stop.stdout, stop.stderr
+    local_runtime.proc.wait(timeout=10)
+    again = subprocess.run([*cli, "status", *root], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 3 and "no local runtime serves" in again.stdout
