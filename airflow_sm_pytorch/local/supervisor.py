@@ -105,6 +105,40 @@ class LogWriter:
                 time.sleep(0.25)
 
 
+class _Groups:
+    """The job's running process groups (one per host of a multi-host job, each run from its own thread).
+
+    The store keeps one per job: the oldest still running is recorded, the next one when it ends, None when
+    none is left; so that a server that finds this supervisor dead can kill it (the other hosts' processes
+    are found by the job marker in their environment). Best effort: the job goes on if the store cannot
+    take it."""
+
+    def __init__(self, record: Callable[[int | None], None]) -> None:
+        self._record = record
+        self._live: list[int] = []
+        self._lock = threading.Lock()
+
+    def started(self, pgid: int) -> None:
+        with self._lock:
+            self._live.append(pgid)
+            if len(self._live) == 1:
+                self._write(pgid)
+
+    def exited(self, pgid: int) -> None:
+        with self._lock:
+            was_recorded = bool(self._live) and self._live[0] == pgid
+            if pgid in self._live:
+                self._live.remove(pgid)
+            if was_recorded:
+                self._write(self._live[0] if self._live else None)
+
+    def _write(self, pgid: int | None) -> None:
+        try:
+            self._record(pgid)
+        except Exception:
+            traceback.print_exc()
+
+
 def _say(message: str) -> None:
     print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} supervisor[{os.getpid()}]: {message}", flush=True)
 
@@ -170,13 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         writer.flush()  # lines logged before a transition are readable before it is
         store.add_transition(name, secondary, message)
 
-    def group(pgid: int | None) -> None:
-        """Record the child's process group (None: it is gone), so that a server that finds this supervisor
-        dead can kill it; best effort: the job goes on if the store cannot take it."""
-        try:
-            store.set_process_group(name, pgid, None if pgid is None else process_start(pgid))
-        except Exception:
-            traceback.print_exc()
+    groups = _Groups(lambda pgid: store.set_process_group(name, pgid,
+                                                          None if pgid is None else process_start(pgid)))
 
     outcome: dict[str, Any]
     try:
@@ -185,8 +214,8 @@ def main(argv: list[str] | None = None) -> int:
 
         job_dir = root / "jobs" / name
         job_dir.mkdir(parents=True, exist_ok=True)
-        events = JobEvents(log=writer.log, status=status, stop_requested=stop_requested, started=group,
-                           exited=lambda _pid: group(None))
+        events = JobEvents(log=writer.log, status=status, stop_requested=stop_requested,
+                           started=groups.started, exited=groups.exited)
         result = run_training_job(job["request"], job_dir, events, storage=Storage(),
                                   cache_dir=root / "venvs")
         outcome = {

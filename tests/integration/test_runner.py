@@ -159,7 +159,7 @@ def _run(
         cache_dir=cache or tmp_path / "venvs",
         grace_period=grace,
     )
-    return result, job_dir / "opt" / "ml"
+    return result, job_dir / "algo-1" / "opt" / "ml"
 
 
 def _members(tar_path: Path) -> dict[str, bytes]:
@@ -230,7 +230,8 @@ def test_probe_sees_the_whole_contract(tmp_path, monkeypatch):
     assert env["SM_CURRENT_INSTANCE_TYPE"] == "ml.m5.xlarge" and env["SM_FRAMEWORK_PARAMS"] == "{}"
     assert len(json.loads(env["SM_TRAINING_ENV"])) == 37
     assert env["PYTHONPATH"].split(":")[0] == f"{base}/code" and env["SAGEMAKER_BASE_DIR"] == base
-    assert (env["MASTER_ADDR"], env["MASTER_PORT"], env["NCCL_SOCKET_IFNAME"]) == ("127.0.0.1", "7777", "lo")
+    assert (env["MASTER_ADDR"], env["NCCL_SOCKET_IFNAME"]) == ("127.0.0.1", "lo")
+    assert env["MASTER_PORT"].isdigit() and env["MASTER_PORT"] != "7777"  # the job's own port
     assert env["TRAINING_JOB_NAME"] == "probe-job" and env["SAGEMAKER_REGION"] == "us-east-1"
     assert env["SM_DLC_TORCH_VERSION"] == report["torch"][0] and env["PYTHONUNBUFFERED"] == "1"
     assert env["MY_VAR"] == "x y" and "AWS_SECRET_ACCESS_KEY" not in env
@@ -546,7 +547,6 @@ def test_torch_distributed_runs_torchrun_on_one_node(tmp_path):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"ResourceConfig": {"InstanceCount": 2}}, "one host"),
         (
             {
                 "HyperParameters": {
@@ -618,7 +618,7 @@ def test_an_entry_point_outside_the_code_dir_is_never_chmodded_or_run(tmp_path):
     outside.write_text("#!/bin/sh\necho RAN-OUTSIDE\n")
     outside.chmod(0o644)
     code = _code(tmp_path, {"run.sh": FIXTURES / "run.sh"})
-    for name, program in (("abs-entry", str(outside)), ("up-entry", "../../../../../outside.sh")):
+    for name, program in (("abs-entry", str(outside)), ("up-entry", "../../../../../../outside.sh")):
         rec = Recorder()
         result, ml = _run(tmp_path, _request(name, code, program, (tmp_path / "out").as_uri()), rec)
         assert (ml / "code" / program).resolve() == outside.resolve()  # the path does lead there

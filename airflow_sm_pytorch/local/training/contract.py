@@ -10,10 +10,12 @@ Formats follow sagemaker-training-toolkit 5.x and sagemaker-pytorch-training 3.x
   ``/opt/ml/...`` does not.
   ``CheckpointConfig.LocalPath`` (default ``/opt/ml/checkpoints``) is mapped under the job directory the
   same way (``<job_dir>/<LocalPath>``).
-* **Network.** One host, ``algo-1``, on loopback: ``network_interface_name`` / ``SM_NETWORK_INTERFACE_NAME``
-  / ``NCCL_SOCKET_IFNAME`` are ``lo`` (SageMaker: ``eth0``), and ``MASTER_ADDR`` is ``127.0.0.1``
-  because ``algo-1`` does not resolve here (the toolkit sets it to the master host name; ``master_hostname``
-  in ``SM_TRAINING_ENV`` stays ``algo-1``). ``gethostname()`` is the machine's name, not ``algo-1``.
+* **Network.** Hosts ``algo-1..algo-N`` all on loopback: ``network_interface_name`` /
+  ``SM_NETWORK_INTERFACE_NAME`` / ``NCCL_SOCKET_IFNAME`` are ``lo`` (SageMaker: ``eth0``), and
+  ``MASTER_ADDR`` is ``127.0.0.1`` because ``algo-1`` does not resolve here (the toolkit sets it to the
+  master host name; ``master_hostname`` in ``SM_TRAINING_ENV`` stays ``algo-1``). ``MASTER_PORT`` is the
+  job's own port when the runner gives one (the toolkit's 7777 otherwise). ``gethostname()`` is the
+  machine's name, not ``algo-k``.
 * **Hardware counts are true**: ``SM_NUM_CPUS`` = ``os.cpu_count()``, ``SM_NUM_GPUS`` = GPU lines of
   ``nvidia-smi --list-gpus`` (0 without it), ``SM_NUM_NEURONS`` = ``neuron-ls -j`` cores (0 without it; the
   toolkit's hard-coded 64 for trn2.48xlarge is not copied: this machine is not one).
@@ -30,7 +32,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,16 +170,56 @@ def format_env_value(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
+# ---------------------------------------------------------------------------- hosts
+@dataclass(frozen=True)
+class Host:
+    """One host of a job: its name (``algo-k``), instance group and instance type."""
+
+    name: str
+    group: str = INSTANCE_GROUP
+    instance_type: str = "local"
+
+
+def host_name(index: int) -> str:
+    return f"algo-{index + 1}"
+
+
+def cluster(resource: Mapping[str, Any] | None) -> list[Host]:
+    """The hosts of a request's ``ResourceConfig``: ``algo-1..algo-N`` for ``InstanceCount = N``, or, with
+    ``InstanceGroups``, numbered on in the groups' order (the first group's hosts first)."""
+    resource = resource or {}
+    groups = resource.get("InstanceGroups") or []
+    if not groups:
+        groups = [{"InstanceGroupName": INSTANCE_GROUP, "InstanceType": resource.get("InstanceType"),
+                   "InstanceCount": resource.get("InstanceCount", 1)}]
+    hosts: list[Host] = []
+    for group in groups:
+        for _ in range(int(group.get("InstanceCount", 1))):
+            hosts.append(Host(host_name(len(hosts)), str(group.get("InstanceGroupName") or INSTANCE_GROUP),
+                              str(group.get("InstanceType") or "local")))
+    return hosts
+
+
 # ---------------------------------------------------------------------------- config files
-def resource_config(instance_type: str) -> dict[str, Any]:
+def resource_config(instance_type: str, current_host: str = CURRENT_HOST,
+                    hosts: Sequence[Host] | None = None) -> dict[str, Any]:
+    """``resourceconfig.json`` of ``current_host``. Every host gets the same lists in the same (sorted) order,
+    ``instance_groups[].hosts`` included, so that master and node ranks agree everywhere (§4.4)."""
+    hosts = list(hosts) if hosts else [Host(current_host, INSTANCE_GROUP, instance_type)]
+    me = next(h for h in hosts if h.name == current_host)
+    groups: dict[str, dict[str, Any]] = {}
+    for host in hosts:
+        group = groups.setdefault(host.group, {"instance_group_name": host.group,
+                                               "instance_type": host.instance_type, "hosts": []})
+        group["hosts"].append(host.name)
+    for group in groups.values():
+        group["hosts"].sort()
     return {
-        "current_host": CURRENT_HOST,
-        "current_instance_type": instance_type,
-        "current_group_name": INSTANCE_GROUP,
-        "hosts": [CURRENT_HOST],
-        "instance_groups": [
-            {"instance_group_name": INSTANCE_GROUP, "instance_type": instance_type, "hosts": [CURRENT_HOST]}
-        ],
+        "current_host": current_host,
+        "current_instance_type": me.instance_type,
+        "current_group_name": me.group,
+        "hosts": sorted(h.name for h in hosts),
+        "instance_groups": list(groups.values()),
         "network_interface_name": NETWORK_INTERFACE,
     }
 
@@ -250,6 +292,128 @@ def torch_version() -> str | None:
 
 
 # ---------------------------------------------------------------------------- environment
+@dataclass(frozen=True)
+class _Distribution:
+    """Where the distribution runs (§4.4): its instance groups, hosts and master."""
+
+    groups: list[str]
+    hosts: list[str]
+    master: str
+
+
+def distribution(resource_config: Mapping[str, Any], framework: Mapping[str, Any]) -> _Distribution:
+    """``distribution_instance_groups``, ``distribution_hosts`` and ``master_hostname`` as the toolkit derives
+    them from ``resourceconfig.json`` and the framework hyperparameters."""
+    hosts = list(resource_config["hosts"])
+    current_group = resource_config.get("current_group_name", INSTANCE_GROUP)
+    groups_cfg = resource_config.get("instance_groups", []) or []
+    if "sagemaker_distribution_instance_groups" in framework:
+        groups = list(framework["sagemaker_distribution_instance_groups"])
+    else:
+        groups = [current_group] if any(framework.get(f, False) for f in DISTRIBUTION_FLAGS) else []
+    if groups_cfg:
+        dist_hosts = [h for g in groups_cfg if g["instance_group_name"] in groups for h in g["hosts"]]
+    else:
+        dist_hosts = list(hosts)
+    return _Distribution(groups, dist_hosts, dist_hosts[0] if dist_hosts else hosts[0])
+
+
+def _entry_point(environment: Mapping[str, str], sagemaker: Mapping[str, Any]) -> tuple[Any, Any]:
+    """``(user_entry_point, module_name)``: ``SAGEMAKER_PROGRAM`` wins over the hyperparameter."""
+    program_env = environment.get("SAGEMAKER_PROGRAM")
+    entry = program_env or sagemaker.get("sagemaker_program")
+    module = program_env if program_env is not None else str(sagemaker.get("sagemaker_program", None))
+    return entry, (module[:-3] if module and module.endswith(".py") else module)
+
+
+def _training_env_properties(
+    paths: JobPaths, hyperparameters: Mapping[str, Any], rc: Mapping[str, Any],
+    input_data_config: Mapping[str, Any], job_name: str, environment: Mapping[str, str],
+    cpus: int, gpus: int, neurons: int,
+) -> dict[str, Any]:
+    """The 37 properties of ``SM_TRAINING_ENV`` (``dict(Environment)``)."""
+    user, framework, sagemaker = split_hyperparameters(hyperparameters)
+    current_host = rc["current_host"]
+    current_group = rc.get("current_group_name", INSTANCE_GROUP)
+    groups_cfg = rc.get("instance_groups", []) or []
+    group_names = [g["instance_group_name"] for g in groups_cfg]
+    dist = distribution(rc, framework)
+    entry, module_name = _entry_point(environment, sagemaker)
+    mp = environment.get("SM_HP_MP_PARAMETERS")
+    return {
+        "additional_framework_parameters": framework,
+        "channel_input_dirs": {ch: str(paths.channel(ch)) for ch in input_data_config},
+        "current_host": current_host,
+        "current_instance_group": current_group,
+        "current_instance_group_hosts": next(
+            (g["hosts"] for g in groups_cfg if g["instance_group_name"] == current_group), []),
+        "current_instance_type": rc.get("current_instance_type", "local"),
+        "distribution_hosts": dist.hosts,
+        "distribution_instance_groups": dist.groups,
+        "framework_module": environment.get("SAGEMAKER_TRAINING_MODULE", FRAMEWORK_MODULE),
+        "hosts": list(rc["hosts"]),
+        "hyperparameters": user,
+        "input_config_dir": str(paths.input_config),
+        "input_data_config": dict(input_data_config),
+        "input_dir": str(paths.input),
+        "instance_groups": group_names,
+        "instance_groups_dict": {g["instance_group_name"]: g for g in groups_cfg},
+        "is_hetero": len(group_names) > 1,
+        "is_master": current_host == dist.master,
+        "is_modelparallel_enabled": mp and mp != "{}",
+        "is_smddpmprun_installed": False,
+        "is_smddprun_installed": False,
+        "job_name": job_name,
+        "log_level": sagemaker.get("sagemaker_container_log_level", 20),
+        "master_hostname": dist.master,
+        "model_dir": str(paths.model),
+        "module_dir": str(sagemaker.get("sagemaker_submit_directory", str(paths.code))),
+        "module_name": module_name,
+        "network_interface_name": rc.get("network_interface_name", "eth0"),
+        "num_cpus": cpus,
+        "num_gpus": gpus,
+        "num_neurons": neurons,
+        "output_data_dir": str(paths.output_data),
+        "output_dir": str(paths.output),
+        "output_intermediate_dir": str(paths.output_intermediate),
+        "resource_config": dict(rc),
+        "topology": rc.get("topology"),
+        "user_entry_point": entry,
+    }
+
+
+#: ``Environment.to_env_vars`` emission order: (SM_ name, property it comes from).
+_SM_VARS = (
+    ("hosts", "hosts"), ("network_interface_name", "network_interface_name"), ("hps", "hyperparameters"),
+    ("user_entry_point", "user_entry_point"), ("framework_params", "additional_framework_parameters"),
+    ("resource_config", "resource_config"), ("input_data_config", "input_data_config"),
+    ("output_data_dir", "output_data_dir"), ("channels", None), ("current_host", "current_host"),
+    ("current_instance_type", "current_instance_type"), ("current_instance_group", "current_instance_group"),
+    ("current_instance_group_hosts", "current_instance_group_hosts"), ("instance_groups", "instance_groups"),
+    ("instance_groups_dict", "instance_groups_dict"),
+    ("distribution_instance_groups", "distribution_instance_groups"), ("is_hetero", "is_hetero"),
+    ("module_name", "module_name"), ("log_level", "log_level"), ("framework_module", "framework_module"),
+    ("input_dir", "input_dir"), ("input_config_dir", "input_config_dir"), ("output_dir", "output_dir"),
+    ("num_cpus", "num_cpus"), ("num_gpus", "num_gpus"), ("num_neurons", "num_neurons"),
+    ("model_dir", "model_dir"), ("module_dir", "module_dir"), ("training_env", None), ("user_args", None),
+    ("output_intermediate_dir", "output_intermediate_dir"),
+)
+
+
+def _sm_variables(props: Mapping[str, Any]) -> dict[str, str]:
+    """The ``SM_*`` variables (§2.1), in the toolkit's order, formatted as ``mapping.to_env_vars``."""
+    computed = {"channels": sorted(props["channel_input_dirs"]), "training_env": dict(props),
+                "user_args": to_cmd_args(props["hyperparameters"])}
+    sm = {name: (props[prop] if prop else computed[name]) for name, prop in _SM_VARS}
+    if props["topology"]:
+        sm["topology"] = props["topology"]
+    for name, path in props["channel_input_dirs"].items():
+        sm["channel_%s" % name] = path
+    for key, value in props["hyperparameters"].items():
+        sm["hp_%s" % key] = value
+    return {"SM_%s" % str(k).upper(): format_env_value(v) for k, v in sm.items()}
+
+
 def training_env(
     *,
     paths: JobPaths,
@@ -264,127 +428,28 @@ def training_env(
     neurons: int,
     torch: str | None = None,
     base_pythonpath: str | None = None,
+    master_addr: str = MASTER_ADDR,
+    master_port: int | str = MASTER_PORT,
 ) -> dict[str, str]:
     """Every variable the toolkits set for the user process (§2.1 and §2.2), as strings.
 
     ``hyperparameters`` are the *decoded* ones (all keys); ``environment`` is the request's ``Environment``
     (it may set ``SAGEMAKER_PROGRAM``, ``SAGEMAKER_TRAINING_MODULE``, ``SM_HP_MP_PARAMETERS``).
+    ``master_addr``/``master_port`` are where the master host listens (``MASTER_ADDR``/``MASTER_PORT``;
+    the toolkit's are ``algo-1``/``7777``, the runner gives each job a port of its own).
     """
     environment = dict(environment or {})
-    user, framework, sagemaker = split_hyperparameters(hyperparameters)
-    rc = dict(resource_config)
-    hosts = list(rc["hosts"])
-    current_host = rc["current_host"]
-    current_group = rc.get("current_group_name", INSTANCE_GROUP)
-    groups_cfg = rc.get("instance_groups", []) or []
-    group_names = [g["instance_group_name"] for g in groups_cfg]
-    groups_dict = {g["instance_group_name"]: g for g in groups_cfg}
-    group_hosts = next((g["hosts"] for g in groups_cfg if g["instance_group_name"] == current_group), [])
-    if "sagemaker_distribution_instance_groups" in framework:
-        dist_groups = framework["sagemaker_distribution_instance_groups"]
-    else:
-        dist_groups = [current_group] if any(framework.get(f, False) for f in DISTRIBUTION_FLAGS) else []
-    if groups_cfg:
-        dist_hosts = [h for g in groups_cfg if g["instance_group_name"] in dist_groups for h in g["hosts"]]
-    else:
-        dist_hosts = list(hosts)
-    master = dist_hosts[0] if dist_hosts else hosts[0]
-    program_env = environment.get("SAGEMAKER_PROGRAM")
-    entry = program_env or sagemaker.get("sagemaker_program")
-    module = program_env if program_env is not None else str(sagemaker.get("sagemaker_program", None))
-    module_name = module[:-3] if module and module.endswith(".py") else module
-    mp = environment.get("SM_HP_MP_PARAMETERS")
-    channel_dirs = {ch: str(paths.channel(ch)) for ch in input_data_config}
-    framework_module = environment.get("SAGEMAKER_TRAINING_MODULE", FRAMEWORK_MODULE)
-    user_args = to_cmd_args(user)
-
-    props: dict[str, Any] = {
-        "additional_framework_parameters": framework,
-        "channel_input_dirs": channel_dirs,
-        "current_host": current_host,
-        "current_instance_group": current_group,
-        "current_instance_group_hosts": group_hosts,
-        "current_instance_type": rc.get("current_instance_type", "local"),
-        "distribution_hosts": dist_hosts,
-        "distribution_instance_groups": dist_groups,
-        "framework_module": framework_module,
-        "hosts": hosts,
-        "hyperparameters": user,
-        "input_config_dir": str(paths.input_config),
-        "input_data_config": dict(input_data_config),
-        "input_dir": str(paths.input),
-        "instance_groups": group_names,
-        "instance_groups_dict": groups_dict,
-        "is_hetero": len(group_names) > 1,
-        "is_master": current_host == master,
-        "is_modelparallel_enabled": mp and mp != "{}",
-        "is_smddpmprun_installed": False,
-        "is_smddprun_installed": False,
-        "job_name": job_name,
-        "log_level": sagemaker.get("sagemaker_container_log_level", 20),
-        "master_hostname": master,
-        "model_dir": str(paths.model),
-        "module_dir": str(sagemaker.get("sagemaker_submit_directory", str(paths.code))),
-        "module_name": module_name,
-        "network_interface_name": rc.get("network_interface_name", "eth0"),
-        "num_cpus": cpus,
-        "num_gpus": gpus,
-        "num_neurons": neurons,
-        "output_data_dir": str(paths.output_data),
-        "output_dir": str(paths.output),
-        "output_intermediate_dir": str(paths.output_intermediate),
-        "resource_config": rc,
-        "topology": rc.get("topology"),
-        "user_entry_point": entry,
-    }
-    sm: dict[str, Any] = {
-        "hosts": hosts,
-        "network_interface_name": props["network_interface_name"],
-        "hps": user,
-        "user_entry_point": entry,
-        "framework_params": framework,
-        "resource_config": rc,
-        "input_data_config": props["input_data_config"],
-        "output_data_dir": props["output_data_dir"],
-        "channels": sorted(channel_dirs),
-        "current_host": current_host,
-        "current_instance_type": props["current_instance_type"],
-        "current_instance_group": current_group,
-        "current_instance_group_hosts": group_hosts,
-        "instance_groups": group_names,
-        "instance_groups_dict": groups_dict,
-        "distribution_instance_groups": dist_groups,
-        "is_hetero": props["is_hetero"],
-        "module_name": module_name,
-        "log_level": props["log_level"],
-        "framework_module": framework_module,
-        "input_dir": props["input_dir"],
-        "input_config_dir": props["input_config_dir"],
-        "output_dir": props["output_dir"],
-        "num_cpus": cpus,
-        "num_gpus": gpus,
-        "num_neurons": neurons,
-        "model_dir": props["model_dir"],
-        "module_dir": props["module_dir"],
-        "training_env": props,
-        "user_args": user_args,
-        "output_intermediate_dir": props["output_intermediate_dir"],
-    }
-    if props["topology"]:
-        sm["topology"] = props["topology"]
-    for name, path in channel_dirs.items():
-        sm["channel_%s" % name] = path
-    for key, value in user.items():
-        sm["hp_%s" % key] = value
-    env = {"SM_%s" % str(k).upper(): format_env_value(v) for k, v in sm.items()}
-
+    props = _training_env_properties(paths, hyperparameters, resource_config, input_data_config, job_name,
+                                     environment, cpus, gpus, neurons)
+    env = _sm_variables(props)
+    sagemaker = split_hyperparameters(hyperparameters)[2]
     region = sagemaker.get("sagemaker_region") or region or ""
     env.update({
         "SAGEMAKER_JOB_NAME": str(sagemaker.get("sagemaker_job_name", "")),
-        "CURRENT_HOST": current_host,
+        "CURRENT_HOST": props["current_host"],
         "SAGEMAKER_REGION": str(region),
-        "MASTER_ADDR": MASTER_ADDR,
-        "MASTER_PORT": MASTER_PORT,
+        "MASTER_ADDR": master_addr,
+        "MASTER_PORT": str(master_port),
         "NCCL_SOCKET_IFNAME": props["network_interface_name"],
         "NCCL_IB_DISABLE": "1",
         "NCCL_DEBUG": "WARN",

@@ -91,6 +91,7 @@ class ProcessResult:
     stopped: str | None = None
     error_message: str = ""
     tail: list[str] = field(default_factory=list)
+    error_at: int | None = None  # when the first line of ``error_message`` was read (ms since the epoch)
 
 
 class ErrorCollector:
@@ -98,12 +99,13 @@ class ErrorCollector:
         self.lines: list[str] = []
         self.size = 0
         self.started = False
+        self.at: int | None = None
 
-    def feed(self, line: str) -> None:
+    def feed(self, line: str, ts: int | None = None) -> None:
         if not self.started:
             if not any(marker in line for marker in ERROR_MARKERS):
                 return
-            self.started = True
+            self.started, self.at = True, ts
         if self.size >= _COLLECT_LIMIT:
             return
         self.lines.append(line.strip(" :\n") + "\n")
@@ -315,6 +317,7 @@ def run_streamed(
         stopped=stopped,
         error_message=collector.message(),
         tail=list(tail),
+        error_at=collector.at,
     )
 
 
@@ -361,7 +364,7 @@ def _pump_until_exit(
         for raw in chunks:
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
             tail.append(line)
-            collector.feed(line)
+            collector.feed(line, ts)
             on_line(line, ts)
 
     with selectors.DefaultSelector() as selector:

@@ -17,6 +17,40 @@ request exactly as boto3 sends it and goes through SageMaker's phases:
   ``<S3OutputPath>/<job>/output/model.tar.gz`` (or ``.../output/model/`` uncompressed with
   ``CompressionType: NONE``), ``output/data`` -> ``.../output/output.tar.gz``, checkpoints -> their S3Uri.
 
+**More than one host** (``ResourceConfig.InstanceCount = N``, or the sum over ``InstanceGroups``): the job
+runs hosts ``algo-1..algo-N`` as N concurrent launchers, each under :func:`.process.run_streamed`, each with
+its own root ``<job_dir>/algo-k/opt/ml`` (a one-host job has ``<job_dir>/algo-1/opt/ml``), its own
+``resourceconfig.json`` (``current_host``; ``hosts`` and ``instance_groups[].hosts`` sorted, the same on
+every host, §4.4) and its own ``SM_*`` environment. Code and channels are downloaded once (into algo-1)
+and copied to every other host (a copy, not a link: a script may write into them, as on SageMaker where
+each instance has its own); checkpoints are restored once and copied likewise.
+
+* **Addresses and ports.** Every host is ``127.0.0.1`` (loopback; ``network_interface_name`` is ``lo``):
+  ``MASTER_ADDR`` and torchrun's ``--master_addr`` are ``127.0.0.1``, not ``algo-1`` (which does not
+  resolve here). Each job takes its own rendezvous port, a free port the kernel picks when Training starts
+  (bind to port 0 on 127.0.0.1, then release it), used as ``MASTER_PORT`` on every host and torchrun's
+  ``--master_port``; the container's fixed 7777 would make two jobs on this machine collide. (A port
+  taken by someone else between the pick and torchrun's bind fails the job with torchrun's error.)
+* **Launchers.** ``torch_distributed`` runs, on every host of the distribution's instance groups,
+  ``python -m torch.distributed.run --nnodes N --nproc_per_node P --master_addr 127.0.0.1 --master_port
+  <job port> --node_rank k <entry> <args>`` (§4.3; P = GPUs, else Neuron cores, else 1, or
+  ``sagemaker_mpi_num_of_processes_per_host``); with one node, ``--nnodes 1 --nproc_per_node P`` only,
+  as the container, and torchrun's own rendezvous is moved to the job port (``PET_MASTER_PORT``).
+  Without a distribution the script runs on every host, as on SageMaker.
+* **Failure and stop.** The moment one host's launcher exits non-zero, every other host is stopped
+  (SIGTERM, SIGKILL after the grace period), as SageMaker stops all instances, instead of waiting in a
+  collective for gloo's 30-minute timeout. The job fails with that host's error (the host whose first
+  error line came first, since its peers then fail with disconnection errors); torchrun's false success
+  (containers.md §7 row 9) is not reproduced: any non-zero launcher fails the job. A stop or
+  ``MaxRuntimeInSeconds`` stops every host.
+* **Logs.** Each host's lines (its script's output and the runtime's lines about it) go to its own stream
+  (``events.log(host, ...)``: ``<job>/algo-k-<epoch>``); job-wide lines (downloads, pip) go to algo-1's.
+* **Results.** ``model.tar.gz``, ``output.tar.gz`` and ``FailureReason`` come from algo-1's
+  ``model/`` and ``output/``, as for the master host on SageMaker (containers.md does not say more; save
+  the model on rank 0 / ``is_master``); files another host leaves in its ``model/`` are not uploaded and
+  its log says so. Checkpoints are uploaded from every host to the same ``S3Uri``, algo-1's last (its
+  files win where names collide).
+
 Differences from SageMaker, on purpose (see also :mod:`.contract`):
 
 * Always an argv list, never a shell. The PyTorch DLC joins the argv and re-parses it with ``/bin/sh``
@@ -24,8 +58,9 @@ Differences from SageMaker, on purpose (see also :mod:`.contract`):
   value stays one argv element, verbatim. ``.sh`` entry points run directly (shebang) or via ``/bin/sh``.
 * FastFile and Pipe input modes are emulated by File (data copied before the script starts);
   ``inputdataconfig.json`` says ``File``. ``ManifestFile``/``AugmentedManifestFile``, FSx/EFS channels,
-  more than one instance, ``ContainerEntrypoint`` and MPI/smddp/XLA distributions fail the job with a
-  ``ClientError`` that says so; ``torch_distributed`` runs ``python -m torch.distributed.run --nnodes 1``.
+  ``ContainerEntrypoint`` and MPI/smddp/XLA distributions (they need ``mpirun``) fail the job with a
+  ``ClientError`` that says so.
+* Requirements (and a ``setup.py`` package) are installed once per job, not once per host.
 * Checkpoints are restored before and uploaded after the run, not continuously during it.
 * Failures before Training (bad request, download, unsafe archive) upload nothing, as no container ran.
 * ``FailureReason`` is SageMaker's ``AlgorithmError: <failure file>, exit code: 1`` (the toolkit exits 1 on
@@ -38,6 +73,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sys
 import threading
 import time
@@ -91,6 +127,38 @@ def _client_error(message: str) -> _End:
     return _End("Failed", "Failed", f"ClientError: {message}"[:MAX_REASON])
 
 
+def free_port(host: str = contract.MASTER_ADDR) -> int:
+    """A TCP port nobody listens on now (the kernel's pick): the job's rendezvous port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class _HostRun:
+    """One host of the job: its own ``opt/ml`` root, config files, command line and result."""
+
+    host: contract.Host
+    paths: contract.JobPaths
+    resource_config: dict[str, Any]
+    checkpoint: tuple[Path, str] | None = None
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    result: ProcessResult | None = None
+    error: BaseException | None = None
+    ended: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.host.name
+
+    @property
+    def failed(self) -> bool:
+        """Its launcher exited non-zero on its own (not because the job tore it down), or running it broke."""
+        return self.error is not None or (
+            self.result is not None and self.result.returncode != 0 and not self.result.stopped)
+
+
 def run_training_job(request: dict, job_dir: Path, events: JobEvents, *, storage: Storage, cache_dir: Path,
                      grace_period: float = 10.0) -> JobResult:
     """Run the job to its end and say how it ended (see the module docstring)."""
@@ -103,7 +171,13 @@ class _TrainingJob:
         self.req, self.job_dir, self.events, self.storage = request, job_dir, events, storage
         self.cache_dir, self.grace = cache_dir, grace_period
         self.name = request["TrainingJobName"]
-        self.paths = contract.JobPaths.for_job(job_dir)
+        try:
+            self.hosts = contract.cluster(request.get("ResourceConfig")) or [contract.Host(HOST)]
+        except (TypeError, ValueError):  # staging.validate says what is wrong with it
+            self.hosts = [contract.Host(HOST)]
+        self.runs = [_HostRun(h, contract.JobPaths.for_job(job_dir / h.name),
+                              contract.resource_config(h.instance_type, h.name, self.hosts)) for h in self.hosts]
+        self.paths = self.runs[0].paths  # algo-1: where code and data are staged, and what is uploaded
         self.raw_hps = dict(request.get("HyperParameters") or {})
         self.hps = contract.decode_hyperparameters(self.raw_hps)
         self.user, self.framework, self.sm = contract.split_hyperparameters(self.hps)
@@ -120,30 +194,46 @@ class _TrainingJob:
         self.max_run = max_run
         self.deadline = time.monotonic() + float(max_run) if max_run else None
         self.stop_reason: str | None = None
+        self.teardown: str | None = None  # the host whose failure ends every other host
+        self.lock = threading.Lock()
+        self.stopping_logged = False
+        self.port = 0
         self.model_artifacts: str | None = None
         self.hardware: dict[str, int] = {}
-        self.instance_type = "local"
         self.checkpoint: tuple[Path, str] | None = None
 
     # ------------------------------------------------------------------ plumbing
-    def log(self, message: str) -> None:
+    def log(self, message: str, host: str = HOST) -> None:
         now = time.time()
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now)) + ",%03d" % (now % 1 * 1000)
         for line in message.split("\n"):
-            self.events.log(HOST, f"{stamp} sagemaker-local INFO     {line}", int(now * 1000))
+            self.events.log(host, f"{stamp} sagemaker-local INFO     {line}", int(now * 1000))
 
     def should_stop(self) -> str | None:
-        if self.stop_reason is None:
-            if self.events.stop_requested():
-                self.stop_reason = "stop"
-            elif self.deadline is not None and time.monotonic() >= self.deadline:
-                self.stop_reason = "timeout"
-        return self.stop_reason
+        """``stop`` or ``timeout`` once the job must stop (polled by every host's thread)."""
+        with self.lock:
+            if self.stop_reason is None:
+                if self.events.stop_requested():
+                    self.stop_reason = "stop"
+                elif self.deadline is not None and time.monotonic() >= self.deadline:
+                    self.stop_reason = "timeout"
+            return self.stop_reason
 
-    def on_stop(self, reason: str) -> None:
+    def host_should_stop(self) -> str | None:
+        """What ends a host: the job's stop, or another host's failure (``teardown``)."""
+        return self.should_stop() or ("teardown" if self.teardown else None)
+
+    def on_stop(self, reason: str, host: str = HOST) -> None:
+        if reason == "teardown":
+            self.log(f"{self.teardown} failed: stopping {host} as SageMaker stops every instance of a failed "
+                     f"job (SIGTERM, SIGKILL after {self.grace:g}s)", host)
+            return
         why = "Stop requested" if reason == "stop" else f"MaxRuntimeInSeconds={self.max_run} exceeded"
-        self.log(f"{why}: sending SIGTERM to the job's processes (SIGKILL after {self.grace:g}s)")
-        self.events.status("Stopping", "Stopping the training job")
+        self.log(f"{why}: sending SIGTERM to the job's processes (SIGKILL after {self.grace:g}s)", host)
+        with self.lock:
+            first, self.stopping_logged = not self.stopping_logged, True
+        if first:
+            self.events.status("Stopping", "Stopping the training job")
 
     def stopped(self, reason: str) -> _End:
         if reason == "stop":
@@ -166,13 +256,11 @@ class _TrainingJob:
         try:
             self.check_stop()
             self.events.status("Downloading", "Downloading input data")
-            self.instance_type = staging.validate(self.req, self.framework, self.entry)
+            staging.validate(self.req, self.framework, self.entry)
             staging.fetch_code(self.storage, self.sm.get("sagemaker_submit_directory"), self.paths.code,
                                self.job_dir, self.log)
             staging.fetch_channels(self.storage, self.req, self.paths, self.log, self.check_stop)
-            self.checkpoint = staging.checkpoint_location(self.req, self.paths)
-            staging.restore_checkpoints(self.storage, self.checkpoint, self.log)
-            self._write_configs()
+            self._stage_hosts()
             self.check_stop()
             self.events.status("Training", "Training image download completed. Training in progress.")
             trained = True
@@ -199,16 +287,32 @@ class _TrainingJob:
         self.hardware = {"cpus": contract.num_cpus(), "gpus": contract.num_gpus(),
                          "neurons": contract.num_neurons()}
 
-    def _write_configs(self) -> None:
-        cfg = self.paths.input_config
-        contract.write_json(cfg / "hyperparameters.json", self.raw_hps)
-        self.resource_config = contract.resource_config(self.instance_type)
-        contract.write_json(cfg / "resourceconfig.json", self.resource_config)
+    def _stage_hosts(self) -> None:
+        """Checkpoints are restored once (into algo-1), then every other host gets its own copy of code,
+        channels and checkpoints; each host gets its own config files."""
         self.input_data_config = contract.input_data_config(self.req.get("InputDataConfig") or [])
+        for run in self.runs:
+            run.checkpoint = staging.checkpoint_location(self.req, run.paths)
+        self.checkpoint = self.runs[0].checkpoint
+        staging.restore_checkpoints(self.storage, self.checkpoint, self.log)
+        for run in self.runs[1:]:
+            self.check_stop()
+            run.paths.create()
+            staging.replicate(self.paths, run.paths, self.checkpoint, run.checkpoint)
+        if len(self.runs) > 1:
+            self.log(f"Code and data copied to {len(self.runs) - 1} more host(s): "
+                     + ", ".join(r.name for r in self.runs[1:]))
+        for run in self.runs:
+            self._write_configs(run)
+
+    def _write_configs(self, run: _HostRun) -> None:
+        cfg = run.paths.input_config
+        contract.write_json(cfg / "hyperparameters.json", self.raw_hps)
+        contract.write_json(cfg / "resourceconfig.json", run.resource_config)
         contract.write_json(cfg / "inputdataconfig.json", self.input_data_config)
-        if self.checkpoint is not None:
-            contract.write_json(cfg / "checkpointconfig.json", {"LocalPath": str(self.checkpoint[0]),
-                                                                "S3Uri": self.checkpoint[1]})
+        if run.checkpoint is not None:
+            contract.write_json(cfg / "checkpointconfig.json", {"LocalPath": str(run.checkpoint[0]),
+                                                                "S3Uri": run.checkpoint[1]})
         definitions = (self.req.get("AlgorithmSpecification") or {}).get("MetricDefinitions")
         if definitions:
             contract.write_json(cfg / "metric-definition-regex.json", definitions)
@@ -222,22 +326,22 @@ class _TrainingJob:
         env.update(self.environment)
         return env
 
-    def _child_env(self, python: str) -> dict[str, str]:
+    def _child_env(self, python: str, run: _HostRun) -> dict[str, str]:
         env = self._base_env()
         env.update(contract.training_env(
-            paths=self.paths, hyperparameters=self.hps, resource_config=self.resource_config,
+            paths=run.paths, hyperparameters=self.hps, resource_config=run.resource_config,
             input_data_config=self.input_data_config, job_name=self.name, environment=self.environment,
             region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
             cpus=self.hardware.get("cpus", contract.num_cpus()), gpus=self.hardware.get("gpus", 0),
             neurons=self.hardware.get("neurons", 0), torch=contract.torch_version(),
-            base_pythonpath=env.get("PYTHONPATH"),
+            base_pythonpath=env.get("PYTHONPATH"), master_port=self.port,
         ))
         bins = dict.fromkeys([os.path.dirname(python), os.path.dirname(sys.executable)])
         env["PATH"] = os.pathsep.join([*bins, env.get("PATH", "")])
         return env
 
-    def _script_line(self, line: str, ts: int) -> None:
-        self.events.log(HOST, line, ts)
+    def _script_line(self, host: str, line: str, ts: int) -> None:
+        self.events.log(host, line, ts)
         for name, regex in self.metrics:
             match = regex.search(line)
             if match is None:
@@ -248,9 +352,13 @@ class _TrainingJob:
                 continue
             self.final[name] = (value, ts / 1000.0)
 
-    def _run(self, argv: Sequence[str], env: dict[str, str],
-             on_line: Callable[[str, int], None]) -> ProcessResult:
+    def _run(self, argv: Sequence[str], env: dict[str, str], on_line: Callable[[str, int], None],
+             run: _HostRun | None = None) -> ProcessResult:
+        """Run ``argv`` for ``run``'s host (algo-1's when None: pip) until it ends or the host must stop."""
         pids: list[int] = []
+        host = run.name if run is not None else HOST
+        cwd = run.paths.code if run is not None else self.paths.code
+        should_stop = self.host_should_stop if run is not None else self.should_stop
 
         def on_start(pid: int) -> None:
             pids.append(pid)
@@ -258,8 +366,8 @@ class _TrainingJob:
                 self.events.started(pid)
 
         try:
-            return run_streamed(argv, cwd=self.paths.code, env=env, on_line=on_line,
-                                should_stop=self.should_stop, on_stop=self.on_stop, on_start=on_start,
+            return run_streamed(argv, cwd=cwd, env=env, on_line=on_line, should_stop=should_stop,
+                                on_stop=lambda reason: self.on_stop(reason, host), on_start=on_start,
                                 grace_period=self.grace)
         finally:
             if pids and self.events.exited is not None:
@@ -310,23 +418,18 @@ class _TrainingJob:
                 result.error_message = "\n ".join(errors[-10:])
             raise self._failure(error_class, result, " ".join(last[-1]))
 
-    def _command(self, etype: str, python: str) -> list[str]:
+    def _command(self, etype: str, python: str, run: _HostRun) -> list[str]:
         args = contract.to_cmd_args(self.user)
         entry = str(self.entry)
-        if self.framework.get("sagemaker_torch_distributed_enabled"):
-            if etype != "PYTHON_PROGRAM":
-                raise _client_error("Python packages are not supported for torch_distributed. "
-                                    "Please use a python script as the entry-point")
-            hw = self.hardware
-            nproc = self.framework.get("sagemaker_mpi_num_of_processes_per_host") or (
-                hw.get("gpus") or hw.get("neurons") or 1)
-            return [python, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
-                    entry, *args]
+        dist = contract.distribution(run.resource_config, self.framework)
+        if (self.framework.get("sagemaker_torch_distributed_enabled")
+                and run.resource_config["current_group_name"] in dist.groups):
+            return [*self._torchrun(etype, python, run, dist), entry, *args]
         if etype == "PYTHON_PACKAGE":
             return [python, "-m", entry.replace(".py", ""), *args]
         if etype == "PYTHON_PROGRAM":
             return [python, entry, *args]
-        path = self._inside_code(entry)
+        path = self._inside_code(entry, run.paths.code)
         if path.is_file():
             os.chmod(path, path.stat().st_mode | 0o111)
             with open(path, "rb") as fh:
@@ -335,10 +438,28 @@ class _TrainingJob:
                 return [f"./{entry}", *args]
         return ["/bin/sh", f"./{entry}", *args]
 
-    def _inside_code(self, entry: str) -> Path:
+    def _torchrun(self, etype: str, python: str, run: _HostRun, dist: Any) -> list[str]:
+        """The launcher part of the container's torchrun line (§4.3): ``--master_*`` and ``--node_rank`` only
+        with more than one node; one node keeps torchrun's own rendezvous, on the job's port
+        (``PET_MASTER_PORT``) rather than torchrun's 29500, so that two one-node jobs do not collide."""
+        if etype != "PYTHON_PROGRAM":
+            raise _client_error("Python packages are not supported for torch_distributed. "
+                                "Please use a python script as the entry-point")
+        hw = self.hardware
+        nproc = self.framework.get("sagemaker_mpi_num_of_processes_per_host") or (
+            hw.get("gpus") or hw.get("neurons") or 1)
+        argv = [python, "-m", "torch.distributed.run", "--nnodes", str(len(dist.hosts)),
+                "--nproc_per_node", str(nproc)]
+        if len(dist.hosts) > 1:
+            return [*argv, "--master_addr", contract.MASTER_ADDR, "--master_port", str(self.port),
+                    "--node_rank", str(dist.hosts.index(run.name))]
+        run.env["PET_MASTER_PORT"] = str(self.port)
+        return argv
+
+    def _inside_code(self, entry: str, code: Path) -> Path:
         """``entry`` resolved (links followed) inside the code dir; a path that leads anywhere else fails the
         job: nothing outside the job's tree is ever chmodded or run."""
-        code = self.paths.code.resolve()
+        code = code.resolve()
         path = (code / entry).resolve()
         if not path.is_relative_to(code) or path == code:
             raise _client_error(f"sagemaker_program={entry!r} is not a file inside the code directory; "
@@ -348,18 +469,48 @@ class _TrainingJob:
     def _train(self) -> _End:
         etype = contract.entry_point_type(self.paths.code, str(self.entry))
         python = self._install(etype)
-        argv = self._command(etype, python)
-        env = self._child_env(python)
-        self.log("Invoking script with the following command:\n\n" + self._shown(argv) + "\n")
+        self.port = free_port()
+        for run in self.runs:
+            run.env = self._child_env(python, run)
+            run.argv = self._command(etype, python, run)
+            self.log("Invoking script with the following command:\n\n" + self._shown(run.argv) + "\n", run.name)
         self.check_stop()
-        result = self._run(argv, env, self._script_line)
-        if result.stopped:
-            return self.stopped(result.stopped)
-        if result.returncode == 0:
-            self.paths.success.touch()
-            self.log("Reporting training SUCCESS")
-            return _End("Completed", "Completed")
-        return self._failure("ExecuteUserScriptError", result, self._shown(argv))
+        threads = [threading.Thread(target=self._run_host, args=(run,), name=f"host-{run.name}", daemon=True)
+                   for run in self.runs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return self._outcome()
+
+    def _run_host(self, run: _HostRun) -> None:
+        """Run one host's launcher; the first host whose launcher fails tears every other host down."""
+        try:
+            run.result = self._run(run.argv, run.env, lambda line, ts: self._script_line(run.name, line, ts),
+                                   run)
+        except BaseException as err:  # noqa: BLE001 - reported by _outcome, after the other hosts ended
+            run.error = err
+        run.ended = time.monotonic()
+        if run.failed:
+            with self.lock:
+                self.teardown = self.teardown or run.name
+
+    def _outcome(self) -> _End:
+        """Stopped if the job was stopped; else Failed with the error of the host that failed first (the
+        earliest error line: the others' errors are usually their peers' disconnection); else Completed."""
+        broken = next((r for r in self.runs if r.error is not None), None)
+        if broken is not None:
+            raise broken.error
+        if self.stop_reason:
+            return self.stopped(self.stop_reason)
+        failed = [r for r in self.runs if r.failed]
+        if failed:
+            first = min(failed, key=lambda r: (r.result.error_at is None, r.result.error_at or 0, r.ended))
+            return self._failure("ExecuteUserScriptError", first.result, self._shown(first.argv), first)
+        for run in self.runs:
+            run.paths.success.touch()
+            self.log("Reporting training SUCCESS", run.name)
+        return _End("Completed", "Completed")
 
     def _shown(self, argv: Sequence[str]) -> str:
         """The command line as logged: values of secret-looking hyperparameters are masked."""
@@ -367,18 +518,19 @@ class _TrainingJob:
                    for value in contract.to_cmd_args({key: hp})[1:] if value}
         return " ".join(MASK if arg in secrets else arg for arg in argv)
 
-    def _failure(self, error_class: str, result: ProcessResult, cmd: str) -> _End:
+    def _failure(self, error_class: str, result: ProcessResult, cmd: str, run: _HostRun | None = None) -> _End:
         extra = "OutOfMemory: Process killed by SIGKILL (signal 9)" if result.returncode == 137 else None
         info = f'\nExtraInfo "{extra}"' if extra else ""
         message = (f'{error_class}:\nExitCode {result.returncode}\nErrorMessage "{result.error_message}"'
                    f'{info}\nCommand "{cmd}"').strip()
-        failure = self.paths.failure
+        run = run or self.runs[0]
+        failure = run.paths.failure
         if failure.exists():
             text = failure.read_text(encoding="utf-8", errors="replace")
         else:
             failure.write_text(message, encoding="utf-8")
             text = message
-        self.log(f"Reporting training FAILURE\n{message}")
+        self.log(f"Reporting training FAILURE\n{message}", run.name)
         suffix = ", exit code: 1"
         body = text[:MAX_REASON - len("AlgorithmError: ") - len(suffix)]
         return _End("Failed", "Failed", f"AlgorithmError: {body}{suffix}")
@@ -387,6 +539,12 @@ class _TrainingJob:
     def _upload(self, outcome: _End) -> _End:
         self.events.status("Uploading", "Uploading generated training model")
         try:
+            for run in self.runs[1:]:  # algo-1's checkpoints last: where files collide, its copy wins
+                staging.upload_checkpoints(self.storage, run.checkpoint, lambda m, h=run.name: self.log(m, h))
+                left = sum(1 for p in run.paths.model.rglob("*") if p.is_file())
+                if left:
+                    self.log(f"{left} file(s) in {run.name}'s model directory are not uploaded: the model is "
+                             "algo-1's (save it on rank 0 / the master host)", run.name)
             self.model_artifacts = staging.upload_artifacts(self.storage, self.req, self.paths, self.job_dir,
                                                             self.checkpoint, self.log)
         except Exception as err:

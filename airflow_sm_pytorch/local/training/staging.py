@@ -30,14 +30,8 @@ class StagingError(Exception):
         super().__init__(f"ClientError: {message}"[:1024])
 
 
-def validate(request: Mapping[str, Any], framework: Mapping[str, Any], entry: str | None) -> str:
-    """Refuse what the local runtime cannot do; return the instance type."""
-    rc = request.get("ResourceConfig") or {}
-    groups = rc.get("InstanceGroups") or []
-    count = sum(int(g.get("InstanceCount", 1)) for g in groups) if groups else int(rc.get("InstanceCount", 1))
-    if count != 1:
-        raise StagingError(f"the local runtime trains on one host (algo-1), not {count}: "
-                           "use instance_count=1")
+def validate(request: Mapping[str, Any], framework: Mapping[str, Any], entry: str | None) -> list[contract.Host]:
+    """Refuse what the local runtime cannot do; return the job's hosts (``algo-1..algo-N``)."""
     algo = request.get("AlgorithmSpecification") or {}
     for key in ("ContainerEntrypoint", "ContainerArguments", "AlgorithmName"):
         if algo.get(key):
@@ -45,15 +39,33 @@ def validate(request: Mapping[str, Any], framework: Mapping[str, Any], entry: st
                                "which runs the PyTorch DLC contract (sagemaker_program)")
     for flag in UNSUPPORTED_DISTRIBUTIONS:
         if framework.get(flag):
-            raise StagingError(f"{flag} needs MPI/smddp/XLA launchers the local runtime does not have; "
-                               "use distribution={'torch_distributed': {'enabled': True}}")
+            raise StagingError(f"{flag} needs mpirun (MPI/smddp/XLA launchers), which the local runtime "
+                               "does not have; use distribution={'torch_distributed': {'enabled': True}}")
     if not entry:
         raise StagingError("no entry point: set the hyperparameter sagemaker_program")
     try:
         contract.check_program(entry)
     except ValueError as err:
         raise StagingError(str(err)) from None
-    return str((groups[0].get("InstanceType") if groups else rc.get("InstanceType")) or "local")
+    try:
+        hosts = contract.cluster(request.get("ResourceConfig"))
+    except (TypeError, ValueError) as err:
+        raise StagingError(f"ResourceConfig: {err}") from None
+    if not hosts:
+        raise StagingError("ResourceConfig asks for no instance at all: set InstanceCount >= 1")
+    return hosts
+
+
+def replicate(src: contract.JobPaths, dst: contract.JobPaths, checkpoint: tuple[Path, str] | None,
+              dst_checkpoint: tuple[Path, str] | None) -> None:
+    """Give another host what was staged once for ``src`` (code, channels, restored checkpoints): each host
+    gets its own copy, as each SageMaker instance downloads its own (a script may write into them)."""
+    pairs = [(src.code, dst.code), (src.input_data, dst.input_data)]
+    if checkpoint is not None and dst_checkpoint is not None:
+        pairs.append((checkpoint[0], dst_checkpoint[0]))
+    for source, target in pairs:
+        if source.is_dir():
+            shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
 
 
 def fetch_code(storage: Storage, submit: Any, code: Path, scratch: Path, log: Log) -> None:
@@ -162,10 +174,14 @@ def upload_artifacts(storage: Storage, request: Mapping[str, Any], paths: contra
         artifacts = f"{base}/model.tar.gz"
         _upload_tarball(storage, paths.model, artifacts, scratch, log)
     _upload_tarball(storage, paths.output_data, f"{base}/output.tar.gz", scratch, log)
+    upload_checkpoints(storage, checkpoint, log)
+    return artifacts
+
+
+def upload_checkpoints(storage: Storage, checkpoint: tuple[Path, str] | None, log: Log) -> None:
     if checkpoint is not None and checkpoint[0].is_dir():
         written = storage.upload_tree(checkpoint[0], checkpoint[1])
         log(f"Uploaded {len(written)} checkpoint file(s) to {checkpoint[1]}")
-    return artifacts
 
 
 def _upload_tarball(storage: Storage, src: Path, uri: str, scratch: Path, log: Log) -> None:
