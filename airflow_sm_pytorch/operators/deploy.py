@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_sm_pytorch.operators.tagging import merge_tags, task_tags
 from airflow_sm_pytorch.specs import DeploySpec, ModelSpec
 
 if TYPE_CHECKING:
@@ -93,6 +94,8 @@ class DeployOperator(BaseOperator):
         source = self._source()
         deploy = DeploySpec.from_dict({k: v for k, v in self.arguments.items() if k in DEPLOY_ARGS})
         ti = context["ti"]
+        user_tags = deploy.tags if deploy.tags is not None else getattr(source, "tags", None)
+        deploy = dataclasses.replace(deploy, tags=merge_tags(user_tags, task_tags(ti), self.log.warning))
         endpoint = deploy.endpoint_name or task_job_name(
             dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=getattr(ti, "map_index", -1),
             base_job_name="endpoint")

@@ -17,6 +17,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_sm_pytorch._redact import redact, secrets
 from airflow_sm_pytorch.links import TrainingJobLink, TrainingLogsLink
+from airflow_sm_pytorch.operators.tagging import merge_tags, task_tags
 from airflow_sm_pytorch.specs import TrainingSpec
 
 if TYPE_CHECKING:
@@ -115,6 +116,7 @@ class PyTorchTrainOperator(BaseOperator):
             map_index=getattr(ti, "map_index", -1),
             base_job_name=spec.base_job_name,
         )
+        spec = dataclasses.replace(spec, tags=merge_tags(spec.tags, task_tags(ti), self.log.warning))
         plan = self.hook.plan_training(spec, job_name=self.job_name)
         self.log.info("CreateTrainingJob request:\n%s", json.dumps(redact(plan.request), indent=2))
         description, created = self.hook.submit_training(plan)

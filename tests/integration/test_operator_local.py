@@ -41,7 +41,8 @@ class Lines:
         self.lines.append(msg % args if args else msg)
 
 
-def test_wait_streams_every_line_once_and_returns_a_json_safe_xcom(local_conn, tmp_path, monkeypatch):
+def test_wait_streams_every_line_once_and_returns_a_json_safe_xcom(local_conn, local_runtime, tmp_path,
+                                                                  monkeypatch):
     src = _script(tmp_path, "import sys, time\nfor i in range(120):\n    print(f'line {i}', flush=True)\n"
                             "    time.sleep(0.005)\nprint('loss=0.25')\n"
                             "import os; open(os.path.join(os.environ['SM_MODEL_DIR'], 'm.txt'), 'w').write('x')\n")
@@ -59,6 +60,11 @@ def test_wait_streams_every_line_once_and_returns_a_json_safe_xcom(local_conn, t
     assert [line for line in sink.lines if line.startswith("line ")] == [f"line {i}" for i in range(120)]
     assert "s3cr3t-value" not in "\n".join(sink.lines)
 
+    from airflow_sm_pytorch.local.store import Store
+
+    sent = Store(local_runtime.root).get_job(result["TrainingJobName"])["request"]["Tags"]
+    assert {t["Key"]: t["Value"] for t in sent} == {"airflow:dag_id": "d", "airflow:task_id": "train",
+                                                    "airflow:run_id": "manual__1", "airflow:try_number": "1"}
     again = _operator(local_conn, src, hyperparameters={"api_token": "s3cr3t-value", "epochs": 1})
     assert again.execute(_context())["Created"] is False  # the retry re-attached
 
