@@ -31,6 +31,7 @@ _INT_ARGS = frozenset(
     f.name for f in dataclasses.fields(TrainingSpec) if str(f.type).startswith("int")
 )
 _BOOL_ARGS = frozenset(f.name for f in dataclasses.fields(TrainingSpec) if str(f.type).startswith("bool"))
+IF_JOB_EXISTS = ("reattach", "new", "fail")
 
 
 class PyTorchTrainOperator(BaseOperator):
@@ -43,9 +44,18 @@ class PyTorchTrainOperator(BaseOperator):
     Jinja renders templates to strings: give the DAG ``render_template_as_native_obj=True`` so that
     templated hyperparameters stay numbers, as the SDK would send them.
 
-    The job name is deterministic for the task instance (dag, task, run, map index; not the try), so a
-    retried or cleared task re-attaches to its job instead of starting a second one; pass ``job_name``
-    to choose it yourself. ``on_kill`` stops the job.
+    Job names are deterministic: try 1 of a task instance (dag, task, run, map index) uses one name, try
+    ``n`` the same name with ``-t<n>``; pass ``job_name`` to choose the base yourself. A try never starts a
+    second job for itself (run again, e.g. after being killed mid-wait, it re-attaches to its own job), and
+    ``if_job_exists`` says what a retry or a clear does about an earlier try's job:
+
+    * ``"reattach"`` (default): re-attach to the latest one when it is InProgress, Stopping or Completed
+      (clearing a Completed task returns that job's result without training again); when it Failed or was
+      Stopped, train again as a new job (so a retry after fixing code or data retrains);
+    * ``"new"``: always train again (a new job per try);
+    * ``"fail"``: fail without retrying while an earlier try's job exists.
+
+    ``on_kill`` stops the job.
 
     :param aws_conn_id: the AWS connection: AWS itself, or the local runtime (see the README).
     :param region_name: overrides the connection's region.
@@ -75,8 +85,13 @@ class PyTorchTrainOperator(BaseOperator):
         poll_interval: float = 10.0,
         max_ingestion_time: float | None = None,
         spec: TrainingSpec | Mapping[str, Any] | None = None,
+        if_job_exists: str = "reattach",
         **kwargs: Any,
     ) -> None:
+        if if_job_exists not in IF_JOB_EXISTS:
+            from airflow_sm_pytorch.exceptions import SpecError
+
+            raise SpecError("if_job_exists", if_job_exists, f"use one of {list(IF_JOB_EXISTS)}")
         estimator = {name: kwargs.pop(name) for name in list(kwargs) if name in ESTIMATOR_ARGS}
         super().__init__(**kwargs)
         base = spec.to_dict() if isinstance(spec, TrainingSpec) else dict(spec or {})
@@ -87,6 +102,7 @@ class PyTorchTrainOperator(BaseOperator):
         self.logs = logs not in (False, None, "None")
         self.poll_interval = poll_interval
         self.max_ingestion_time = max_ingestion_time
+        self.if_job_exists = if_job_exists
         self.job_name: str | None = None
 
     @cached_property
@@ -109,13 +125,14 @@ class PyTorchTrainOperator(BaseOperator):
         for secret in hidden:
             mask_secret(secret)
         ti = context["ti"]
-        self.job_name = spec.job_name or task_job_name(
+        base = spec.job_name or task_job_name(
             dag_id=ti.dag_id,
             task_id=ti.task_id,
             run_id=ti.run_id,
             map_index=getattr(ti, "map_index", -1),
             base_job_name=spec.base_job_name,
         )
+        self.job_name = self._job_for_this_try(base, int(getattr(ti, "try_number", 1) or 1))
         spec = dataclasses.replace(spec, tags=merge_tags(spec.tags, task_tags(ti), self.log.warning))
         plan = self.hook.plan_training(spec, job_name=self.job_name)
         self.log.info("CreateTrainingJob request:\n%s", json.dumps(redact(plan.request), indent=2))
@@ -133,6 +150,30 @@ class PyTorchTrainOperator(BaseOperator):
             )
         return summarize(description, created=created)
 
+    def _job_for_this_try(self, base: str, try_number: int) -> str:
+        """The job this try attaches to or creates (see ``if_job_exists``); one Describe per earlier try."""
+        own = try_job_name(base, try_number)
+        if self.hook.describe("TrainingJob", own) is not None:
+            return own  # this very try made it (a retry of the same try, killed mid-wait): attach
+        earlier = [(n, d) for n in range(try_number - 1, 0, -1)
+                   if (d := self.hook.describe("TrainingJob", try_job_name(base, n))) is not None]
+        if not earlier:
+            return own
+        name, latest = try_job_name(base, earlier[0][0]), earlier[0][1]
+        status = latest["TrainingJobStatus"]
+        if self.if_job_exists == "fail":
+            from airflow.exceptions import AirflowFailException
+
+            raise AirflowFailException(
+                f"training job {name} of an earlier try exists ({status}) and if_job_exists='fail': delete "
+                "it, pass another job_name, or use if_job_exists='reattach' or 'new'")
+        if self.if_job_exists == "reattach" and status in ("InProgress", "Stopping", "Completed"):
+            self.log.info("Try %d re-attaches to %s (%s), started by try %d", try_number, name, status,
+                          earlier[0][0])
+            return name
+        self.log.info("Try %d starts a new job %s (the latest, %s, is %s)", try_number, own, name, status)
+        return own
+
     def _persist_links(self, context: Context) -> None:
         from airflow_sm_pytorch.builders.images import partition_for
         from airflow_sm_pytorch.links import console_urls, persist
@@ -147,6 +188,14 @@ class PyTorchTrainOperator(BaseOperator):
     def on_kill(self) -> None:
         if self.job_name:
             self.hook.stop_training_job(self.job_name)
+
+
+def try_job_name(base: str, try_number: int) -> str:
+    """Try 1 uses ``base``; try ``n`` uses ``base-t<n>`` (trimmed to SageMaker's 63 characters)."""
+    if try_number <= 1:
+        return base
+    suffix = f"-t{try_number}"
+    return base[:63 - len(suffix)].rstrip("-") + suffix
 
 
 def summarize(description: Mapping[str, Any], *, created: bool | None = None) -> dict[str, Any]:

@@ -22,8 +22,8 @@ def _operator(conn_id, source_dir, **kwargs):
         instance_type="local", instance_count=1, framework_version="2.6.0", py_version="py312", poll_interval=0.2, **kwargs)
 
 
-def _context(run_id="manual__1"):
-    return {"ti": SimpleNamespace(dag_id="d", task_id="train", run_id=run_id, map_index=-1, try_number=1)}
+def _context(run_id="manual__1", try_number=1):
+    return {"ti": SimpleNamespace(dag_id="d", task_id="train", run_id=run_id, map_index=-1, try_number=try_number)}
 
 
 def _script(tmp_path, body):
@@ -164,3 +164,23 @@ def test_an_undefined_connection_names_the_readme_connection(monkeypatch):
         SageMakerPyTorchHook(aws_conn_id="sm_pytorch").conn_config
     message = str(info.value)
     assert "aws_conn_id" in message and "'sm_pytorch'" in message and "AIRFLOW_CONN_SM_PYTORCH" in message
+
+
+def test_retries_retrain_after_a_failed_job_and_never_start_two_jobs_for_one_try(local_conn, tmp_path):
+    from airflow.exceptions import AirflowFailException
+
+    src = _script(tmp_path, "raise ValueError('bad data')\n")
+    with pytest.raises(JobFailed):
+        _operator(local_conn, src).execute(_context())  # try 1: the job fails
+    (src / "train.py").write_text("print('fixed')\n")
+    retried = _operator(local_conn, src).execute(_context(try_number=2))  # the retry trains again
+    assert retried["TrainingJobName"].endswith("-t2") and retried["Created"] is True
+    assert retried["TrainingJobStatus"] == "Completed"
+    same_try = _operator(local_conn, src).execute(_context(try_number=2))  # try 2 run again (killed mid-wait)
+    assert (same_try["TrainingJobName"], same_try["Created"]) == (retried["TrainingJobName"], False)
+    cleared = _operator(local_conn, src).execute(_context(try_number=3))  # a clear after success re-attaches
+    assert (cleared["TrainingJobName"], cleared["Created"]) == (retried["TrainingJobName"], False)
+    fresh = _operator(local_conn, src, if_job_exists="new").execute(_context(try_number=4))
+    assert fresh["TrainingJobName"].endswith("-t4") and fresh["Created"] is True
+    with pytest.raises(AirflowFailException, match="if_job_exists='fail'"):
+        _operator(local_conn, src, if_job_exists="fail").execute(_context(try_number=5))
