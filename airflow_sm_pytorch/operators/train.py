@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Mapping
 from datetime import datetime
 from functools import cached_property
@@ -32,6 +33,9 @@ _INT_ARGS = frozenset(
 )
 _BOOL_ARGS = frozenset(f.name for f in dataclasses.fields(TrainingSpec) if str(f.type).startswith("bool"))
 IF_JOB_EXISTS = ("reattach", "new", "fail")
+#: The job's own lines (``[algo-k]``-prefixed when several hosts log) come through a logger of their own,
+#: so the task log's source filter separates them from the operator's.
+JOB_LOG = logging.getLogger("sagemaker.training_job")
 
 
 class PyTorchTrainOperator(BaseOperator):
@@ -135,7 +139,10 @@ class PyTorchTrainOperator(BaseOperator):
         self.job_name = self._job_for_this_try(base, int(getattr(ti, "try_number", 1) or 1))
         spec = dataclasses.replace(spec, tags=merge_tags(spec.tags, task_tags(ti), self.log.warning))
         plan = self.hook.plan_training(spec, job_name=self.job_name)
-        self.log.info("CreateTrainingJob request:\n%s", json.dumps(redact(plan.request), indent=2))
+        # collapsed in the task log (Airflow's log groups); secrets masked
+        self.log.info("::group::CreateTrainingJob request (%s)", self.job_name)
+        self.log.info("%s", json.dumps(redact(plan.request), indent=2))
+        self.log.info("::endgroup::")
         description, created = self.hook.submit_training(plan)
         self.log.info("%s training job %s", "Created" if created else "Attached to", self.job_name)
         self._persist_links(context)
@@ -145,7 +152,7 @@ class PyTorchTrainOperator(BaseOperator):
                 logs=self.logs,
                 poll_interval=self.poll_interval,
                 timeout=self.max_ingestion_time,
-                log_sink=self.log.info,
+                log_sink=JOB_LOG.info,
                 mask=hidden,
             )
         return summarize(description, created=created)

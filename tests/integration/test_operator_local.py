@@ -48,8 +48,11 @@ def test_wait_streams_every_line_once_and_returns_a_json_safe_xcom(local_conn, l
                             "import os; open(os.path.join(os.environ['SM_MODEL_DIR'], 'm.txt'), 'w').write('x')\n")
     op = _operator(local_conn, src, hyperparameters={"api_token": "s3cr3t-value", "epochs": 1},
                    metric_definitions=[{"Name": "loss", "Regex": r"loss=([0-9.]+)"}])
-    sink = Lines()
+    sink, job_lines = Lines(), Lines()
     monkeypatch.setattr(op.log, "info", sink)
+    from airflow_sm_pytorch.operators.train import JOB_LOG
+
+    monkeypatch.setattr(JOB_LOG, "info", job_lines)  # the job's own lines: a logger of their own
     result = op.execute(_context())
     assert json.loads(json.dumps(result)) == result
     assert result["TrainingJobStatus"] == "Completed" and result["Created"] is True
@@ -57,8 +60,10 @@ def test_wait_streams_every_line_once_and_returns_a_json_safe_xcom(local_conn, l
     assert result["S3ModelArtifacts"].startswith("file://") and result["S3ModelArtifacts"].endswith(
         f"/{result['TrainingJobName']}/output/model.tar.gz")
     assert result["HyperParameters"]["api_token"] == "***"
-    assert [line for line in sink.lines if line.startswith("line ")] == [f"line {i}" for i in range(120)]
-    assert "s3cr3t-value" not in "\n".join(sink.lines)
+    assert [line for line in job_lines.lines if line.startswith("line ")] == [f"line {i}" for i in range(120)]
+    assert not [line for line in sink.lines if line.startswith("line ")]
+    assert "s3cr3t-value" not in "\n".join(sink.lines + job_lines.lines)
+    assert sink.lines[sink.lines.index(next(x for x in sink.lines if x.startswith("::group::"))) + 2] == "::endgroup::"
 
     from airflow_sm_pytorch.local.store import Store
 
