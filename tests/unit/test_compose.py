@@ -58,3 +58,19 @@ def test_dockerfile_installs_the_provider_with_the_pinned_torch():
     assert "[local]" in dockerfile
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"torch==2.13.0"' in pyproject
+
+
+def test_first_start_cannot_deadlock_and_the_runtime_can_write_its_volume():
+    """sm-local runs as the airflow user on a fresh named volume: the image owns the mount point (a new
+    volume takes its owner), and airflow-init (the only chown) neither waits for sm-local nor the reverse."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "chown 50000:0 /opt/airflow/sm-local" in dockerfile
+    assert SERVICES["sm-local"]["user"].startswith("${AIRFLOW_UID:-50000}")
+    assert "sm-local" not in SERVICES["airflow-init"]["depends_on"]
+    assert SERVICES["sm-local"]["depends_on"] == {}
+    assert "--index-url https://download.pytorch.org/whl/cpu" in dockerfile  # the CPU build, not CUDA
+
+
+def test_the_build_context_leaves_out_the_venv_and_runtime_data():
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".venv/", ".sm-local/", ".git/"} <= set(ignored)
