@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from airflow_sm_pytorch.local.training import contract
 from tests.conftest import wait_for_job
 from tests.integration.test_runner import FIXTURES, Recorder, _code, _request, _run
 
@@ -95,15 +96,36 @@ def test_a_hanging_rank_is_torn_down_when_the_other_host_exits_non_zero(tmp_path
 
 
 @pytest.mark.timeout(60)
-def test_max_runtime_stops_every_host(tmp_path):
-    rec = Recorder()
-    req = _two_hosts(tmp_path, "slow2", "sleep_forever.py", StoppingCondition={"MaxRuntimeInSeconds": 4})
+@pytest.mark.parametrize("how", ["max-runtime", "stop"])
+def test_max_runtime_and_stop_end_every_host(tmp_path, how):
+    rec = Recorder(stop_when="sleeping on algo-2" if how == "stop" else None)
+    stopping = {"MaxRuntimeInSeconds": 4 if how == "max-runtime" else 600}
+    req = _two_hosts(tmp_path, f"slow2-{how}", "sleep_forever.py", StoppingCondition=stopping)
+    t0 = time.monotonic()
     result, _ = _run(tmp_path, req, rec, grace=1.0)
-    assert (result.status, result.secondary_status) == ("Stopped", "MaxRuntimeExceeded"), rec.text
+    assert time.monotonic() - t0 < 30
+    expected = ("Stopped", "MaxRuntimeExceeded" if how == "max-runtime" else "Stopped")
+    assert (result.status, result.secondary_status) == expected, rec.text
+    why = "MaxRuntimeInSeconds=4 exceeded" if how == "max-runtime" else "Stop requested"
     for host in ("algo-1", "algo-2"):
         lines = _host_lines(rec, host)
-        assert f"sleeping on {host}" in lines and "MaxRuntimeInSeconds=4 exceeded" in lines
+        assert f"sleeping on {host}" in lines and why in lines
     assert rec.secondary.count("Stopping") == 1
+
+
+def test_instance_groups_number_hosts_in_order_and_every_host_sees_the_same_lists():
+    hosts = contract.cluster({"InstanceGroups": [
+        {"InstanceGroupName": "cpu", "InstanceType": "ml.c5.xlarge", "InstanceCount": 1},
+        {"InstanceGroupName": "gpu", "InstanceType": "ml.p4d.24xlarge", "InstanceCount": 2}]})
+    assert [(h.name, h.group) for h in hosts] == [("algo-1", "cpu"), ("algo-2", "gpu"), ("algo-3", "gpu")]
+    configs = [contract.resource_config(h.instance_type, h.name, hosts) for h in hosts]
+    for rc, host in zip(configs, hosts):
+        assert rc["current_host"] == host.name and rc["hosts"] == ["algo-1", "algo-2", "algo-3"]
+        assert rc["instance_groups"] == configs[0]["instance_groups"]
+    assert (configs[2]["current_group_name"], configs[2]["current_instance_type"]) == ("gpu", "ml.p4d.24xlarge")
+    framework = {"sagemaker_torch_distributed_enabled": True, "sagemaker_distribution_instance_groups": ["gpu"]}
+    dist = contract.distribution(configs[1], framework)
+    assert (dist.hosts, dist.master) == (["algo-2", "algo-3"], "algo-2")
 
 
 @pytest.mark.timeout(150)

@@ -35,7 +35,7 @@ each instance has its own); checkpoints are restored once and copied likewise.
   ``python -m torch.distributed.run --nnodes N --nproc_per_node P --master_addr 127.0.0.1 --master_port
   <job port> --node_rank k <entry> <args>`` (§4.3; P = GPUs, else Neuron cores, else 1, or
   ``sagemaker_mpi_num_of_processes_per_host``); with one node, ``--nnodes 1 --nproc_per_node P`` only,
-  as the container, and torchrun's own rendezvous is moved to the job port (``PET_MASTER_PORT``).
+  as the container (torchrun then picks its own free rendezvous port).
   Without a distribution the script runs on every host, as on SageMaker.
 * **Failure and stop.** The moment one host's launcher exits non-zero, every other host is stopped
   (SIGTERM, SIGKILL after the grace period), as SageMaker stops all instances, instead of waiting in a
@@ -440,8 +440,8 @@ class _TrainingJob:
 
     def _torchrun(self, etype: str, python: str, run: _HostRun, dist: Any) -> list[str]:
         """The launcher part of the container's torchrun line (§4.3): ``--master_*`` and ``--node_rank`` only
-        with more than one node; one node keeps torchrun's own rendezvous, on the job's port
-        (``PET_MASTER_PORT``) rather than torchrun's 29500, so that two one-node jobs do not collide."""
+        with more than one node. One node keeps torchrun's own rendezvous (torch >= 2.3 then takes a free
+        port itself, so two one-node jobs do not collide either)."""
         if etype != "PYTHON_PROGRAM":
             raise _client_error("Python packages are not supported for torch_distributed. "
                                 "Please use a python script as the entry-point")
@@ -451,9 +451,8 @@ class _TrainingJob:
         argv = [python, "-m", "torch.distributed.run", "--nnodes", str(len(dist.hosts)),
                 "--nproc_per_node", str(nproc)]
         if len(dist.hosts) > 1:
-            return [*argv, "--master_addr", contract.MASTER_ADDR, "--master_port", str(self.port),
-                    "--node_rank", str(dist.hosts.index(run.name))]
-        run.env["PET_MASTER_PORT"] = str(self.port)
+            argv += ["--master_addr", contract.MASTER_ADDR, "--master_port", str(self.port),
+                     "--node_rank", str(dist.hosts.index(run.name))]
         return argv
 
     def _inside_code(self, entry: str, code: Path) -> Path:
