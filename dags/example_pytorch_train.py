@@ -23,14 +23,22 @@ CODE_DIR = Path(__file__).parent / "code"
 
 with DAG(
     dag_id="example_pytorch_train",
-    schedule=None,
+    schedule="@daily",  # one run per day once unpaused; the trigger form's Backfill needs a schedule
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     render_template_as_native_obj=True,  # hyperparameters stay numbers, as with the SDK
+    doc_md=__doc__,
     params={
-        "epochs": Param(20, type="integer", minimum=1, maximum=200, description="passes over the data"),
-        "learning_rate": Param(0.05, type="number", exclusiveMinimum=0, description="Adam learning rate"),
-        "batch_size": Param(64, type="integer", minimum=1, maximum=4096, description="samples per step"),
+        "epochs": Param(20, type="integer", minimum=1, maximum=200, title="Epochs",
+                        description="passes over the training data"),
+        "learning_rate": Param(0.05, type="number", exclusiveMinimum=0, title="Learning rate",
+                               description="Adam's learning rate"),
+        "batch_size": Param(64, type="integer", minimum=1, maximum=4096, title="Batch size",
+                            description="samples per optimisation step"),
+        "instance_type": Param("ml.m5.xlarge", type="string", enum=["local", "ml.m5.xlarge", "ml.g5.xlarge"],
+                               title="Training instance type",
+                               description="what SageMaker trains on; the local runtime runs any of them on "
+                                           "this machine"),
     },
     tags=["example", "sagemaker", "pytorch"],
 ) as dag:
@@ -74,7 +82,7 @@ with DAG(
         entry_point="train.py",
         source_dir=str(CODE_DIR),
         role="{{ var.value.get('sagemaker_role_arn', 'arn:aws:iam::000000000000:role/airflow-sm-pytorch') }}",
-        instance_type="ml.m5.xlarge",
+        instance_type="{{ params.instance_type }}",
         instance_count=1,
         framework_version="2.6.0",
         py_version="py312",
