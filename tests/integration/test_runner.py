@@ -547,6 +547,7 @@ def test_torch_distributed_runs_torchrun_on_one_node(tmp_path):
 @pytest.mark.parametrize(
     "change, message",
     [
+        ({"ResourceConfig": {"InstanceType": "ml.trn1.32xlarge", "InstanceCount": 1}}, "no Neuron devices"),
         (
             {
                 "HyperParameters": {

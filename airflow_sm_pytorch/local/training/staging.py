@@ -22,6 +22,8 @@ UNSUPPORTED_DISTRIBUTIONS = (
     "sagemaker_multi_worker_mirrored_strategy_enabled",
 )
 
+NEURON_INSTANCES = ("ml.trn", "ml.inf")
+
 
 class StagingError(Exception):
     """A job that cannot run (or whose artefacts cannot be stored); ``str()`` is the FailureReason."""
@@ -53,6 +55,12 @@ def validate(request: Mapping[str, Any], framework: Mapping[str, Any], entry: st
         raise StagingError(f"ResourceConfig: {err}") from None
     if not hosts:
         raise StagingError("ResourceConfig asks for no instance at all: set InstanceCount >= 1")
+    neuron = sorted({h.instance_type for h in hosts if h.instance_type.startswith(NEURON_INSTANCES)})
+    if neuron and not contract.num_neurons():
+        raise StagingError(f"{', '.join(neuron)} is a Trainium/Inferentia instance type and this machine has "
+                           "no Neuron devices (neuron-ls finds none): the local runtime cannot run it. "
+                           "Plan it with `airflow-sm-pytorch plan train`, run it on SageMaker, or use a CPU/GPU "
+                           "instance type (e.g. ml.m5.xlarge) for local runs")
     return hosts
 
 
