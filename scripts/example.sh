@@ -12,7 +12,7 @@ export SM_PYTORCH_LOCAL_ROOT=${SM_PYTORCH_LOCAL_ROOT:-$repo/.sm-local}
 port=${SM_PYTORCH_LOCAL_PORT:-8787}
 # The local runtime is just an AWS connection whose endpoint is the runtime (see README).
 export AIRFLOW_CONN_SM_PYTORCH=$(cat <<JSON
-{"conn_type": "aws", "login": "local", "password": "local",
+{"conn_type": "aws",
  "extra": {"endpoint_url": "http://127.0.0.1:$port", "region_name": "us-east-1",
            "sm_pytorch": {"local_runtime": {"root": "$SM_PYTORCH_LOCAL_ROOT", "autostart": true}}}}
 JSON

@@ -96,6 +96,7 @@ class SageMakerPyTorchHook(AwsBaseHook):
 
             keys = ensure_key_file(_local_runtime(settings)["root"])
             wrapper.aws_access_key_id, wrapper.aws_secret_access_key = keys.access_key_id, keys.secret_access_key
+            _mask(keys.secret_access_key)
         return wrapper
 
     @cached_property
@@ -621,6 +622,15 @@ def _local_runtime(settings: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out["allow_paths"], str):
         out["allow_paths"] = [out["allow_paths"]]
     return out
+
+
+def _mask(secret: str) -> None:
+    """Hide ``secret`` in task logs (Airflow's masker), where one runs."""
+    try:
+        from airflow.sdk.log import mask_secret
+    except ImportError:  # pragma: no cover - Airflow 3 has it
+        return
+    mask_secret(secret)
 
 
 def _words(kind: str) -> str:

@@ -27,7 +27,7 @@ def test_dags_folder_has_no_import_errors(airflow_env):
 def test_example_dag_trains_on_the_local_runtime(airflow_env, tmp_path):
     root = tmp_path / "sm-local"
     port = free_port()
-    conn = {"conn_type": "aws", "login": "local", "password": "local",
+    conn = {"conn_type": "aws",  # no keys: the hook signs with the runtime's key file, as in the README
             "extra": {"endpoint_url": f"http://127.0.0.1:{port}", "region_name": "us-east-1",
                       "sm_pytorch": {"local_runtime": {"root": str(root), "autostart": True}}}}
     env = {**airflow_env, "AIRFLOW_CONN_SM_PYTORCH": json.dumps(conn)}
@@ -53,7 +53,7 @@ def test_example_dag_trains_on_the_local_runtime(airflow_env, tmp_path):
 def test_bring_your_own_model_example_serves_and_tears_down(airflow_env, tmp_path):
     root = tmp_path / "sm-local"
     port = free_port()
-    conn = {"conn_type": "aws", "login": "local", "password": "local",
+    conn = {"conn_type": "aws",  # no keys: the hook signs with the runtime's key file, as in the README
             "extra": {"endpoint_url": f"http://127.0.0.1:{port}", "region_name": "us-east-1",
                       "sm_pytorch": {"local_runtime": {"root": str(root), "autostart": True}}}}
     env = {**airflow_env, "AIRFLOW_CONN_SM_PYTORCH": json.dumps(conn)}
