@@ -39,8 +39,8 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-sm-pytorch",
         "name": "SageMaker PyTorch",
-        "description": "Train, fine-tune and deploy PyTorch models on Amazon SageMaker, or on a local "
-        "SageMaker-compatible runtime with no AWS account.",
+        "description": "Train PyTorch models on Amazon SageMaker and deploy them to endpoints, or do both on a "
+        "local SageMaker-compatible runtime with no AWS account.",
         "versions": [__version__],
         "integrations": [
             {
