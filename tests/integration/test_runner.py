@@ -552,10 +552,10 @@ def test_torch_distributed_runs_torchrun_on_one_node(tmp_path):
             {
                 "HyperParameters": {
                     "sagemaker_program": json.dumps("probe.py"),
-                    "sagemaker_mpi_enabled": "true",
+                    "sagemaker_pytorch_xla_multi_worker_enabled": "true",
                 }
             },
-            "MPI",
+            "XLA",
         ),
         (
             {

