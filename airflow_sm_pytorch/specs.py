@@ -17,7 +17,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from airflow_sm_pytorch.builders.hyperparameters import check_user_hyperparameters
+from airflow_sm_pytorch.builders.distribution import distribution_hyperparameters
+from airflow_sm_pytorch.builders.hyperparameters import SCRIPT_MODE_KEYS, check_user_hyperparameters
 from airflow_sm_pytorch.builders.naming import validate_endpoint_name, validate_job_name, validate_model_name
 from airflow_sm_pytorch.exceptions import SpecError
 
@@ -366,7 +367,7 @@ class TrainingSpec:
     container_log_level: int = 20
     disable_output_compression: bool = False
     enable_sagemaker_metrics: bool | None = None
-    distribution: Mapping[str, Any] | None = None  # reserved for the distributed-training issue
+    distribution: Mapping[str, Any] | None = None  # as the SDK's; see builders.distribution
     # fit(...)
     inputs: Any = None  # a URI string, or {channel: URI | TrainingInput-like dict}
     job_name: str | None = None
@@ -377,15 +378,11 @@ class TrainingSpec:
         _check_required(self)
         _check_resources(self)
         _check_tags_env(self)
-        check_user_hyperparameters(self.hyperparameters)
+        added = distribution_hyperparameters(self)  # the SDK's rules; errors name distribution.<key>
+        check_user_hyperparameters(self.hyperparameters, added_by_sdk=len(SCRIPT_MODE_KEYS) + len(added))
         _check_inputs(self)
         if self.job_name is not None:
             validate_job_name(self.job_name)
-        if self.distribution:
-            # The distribution issue fills builders.training._distribution_hyperparameters; until then:
-            raise SpecError("distribution", dict(self.distribution), "distribution is not supported yet "
-                            "(next release); remove it to train on a single process per instance",
-                            problem="is not supported")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainingSpec:

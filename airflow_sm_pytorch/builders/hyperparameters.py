@@ -34,21 +34,25 @@ SCRIPT_MODE_KEYS = (
     SAGEMAKER_REGION_PARAM_NAME,
 )
 
-#: Keys the distribution options add (contracts/sdk-requests.md §2.1).
+# Keys the distribution options add (``Framework``/``PyTorch`` class constants, contracts/sdk-requests.md
+# §2.1); ``builders.distribution`` sets them and the local runtime reads them.
+PYTORCH_DDP_ENABLED = "sagemaker_pytorch_ddp_enabled"  # legacy: SDK >= 2.222 sends smdistributed keys
+TORCH_DISTRIBUTED_ENABLED = "sagemaker_torch_distributed_enabled"
+INSTANCE_TYPE = "sagemaker_instance_type"
+MPI_ENABLED = "sagemaker_mpi_enabled"
+MPI_PROCESSES_PER_HOST = "sagemaker_mpi_num_of_processes_per_host"
+MPI_CUSTOM_OPTIONS = "sagemaker_mpi_custom_mpi_options"
+SMDDP_ENABLED = "sagemaker_distributed_dataparallel_enabled"
+SMDDP_CUSTOM_OPTIONS = "sagemaker_distributed_dataparallel_custom_mpi_options"
+PARAMETER_SERVER_ENABLED = "sagemaker_parameter_server_enabled"
+PYTORCH_XLA_ENABLED = "sagemaker_pytorch_xla_multi_worker_enabled"
+MWMS_ENABLED = "sagemaker_multi_worker_mirrored_strategy_enabled"
+INSTANCE_GROUPS = "sagemaker_distribution_instance_groups"
+MP_PARAMETERS = "mp_parameters"
 DISTRIBUTION_KEYS = (
-    "sagemaker_pytorch_ddp_enabled",
-    "sagemaker_torch_distributed_enabled",
-    "sagemaker_instance_type",
-    "sagemaker_mpi_enabled",
-    "sagemaker_mpi_num_of_processes_per_host",
-    "sagemaker_mpi_custom_mpi_options",
-    "sagemaker_distributed_dataparallel_enabled",
-    "sagemaker_distributed_dataparallel_custom_mpi_options",
-    "sagemaker_parameter_server_enabled",
-    "sagemaker_pytorch_xla_multi_worker_enabled",
-    "sagemaker_multi_worker_mirrored_strategy_enabled",
-    "sagemaker_distribution_instance_groups",
-    "mp_parameters",
+    PYTORCH_DDP_ENABLED, TORCH_DISTRIBUTED_ENABLED, INSTANCE_TYPE, MPI_ENABLED, MPI_PROCESSES_PER_HOST,
+    MPI_CUSTOM_OPTIONS, SMDDP_ENABLED, SMDDP_CUSTOM_OPTIONS, PARAMETER_SERVER_ENABLED, PYTORCH_XLA_ENABLED,
+    MWMS_ENABLED, INSTANCE_GROUPS, MP_PARAMETERS,
 )
 
 #: Every key the SDK sets itself; users may not set these, nor any other ``sagemaker_*`` key.

@@ -105,7 +105,8 @@ def base_name_from_image(image_uri: str) -> str:
 
 
 # ---------------------------------------------------------------------------- processors
-def _family(instance_type: str | None) -> str:
+def instance_family(instance_type: str | None) -> str:
+    """``ml.p4d.24xlarge`` -> ``p4d``, as the SDK's family regex reads it; ``""`` when it does not match."""
     match = _FAMILY_RE.match(instance_type) if isinstance(instance_type, str) else None
     return match.group(1) if match else ""
 
@@ -115,7 +116,7 @@ def _classify(instance_type: str, available: tuple[str, ...] = ()) -> str:
         return "cpu" if instance_type == "local" else "gpu"
     if instance_type.startswith("neuron"):
         return "neuron"
-    family = _family(instance_type)
+    family = instance_family(instance_type)
     if not family:
         fix = "use a SageMaker instance type such as ml.m5.xlarge or ml.g5.xlarge, or local / local_gpu"
         raise SpecError("instance_type", instance_type, fix)
@@ -223,7 +224,7 @@ def _retrieve(
     distribution: Mapping[str, Any] | None = None,
     strict_py: bool = True,
 ) -> str:
-    family = _family(instance_type)
+    family = instance_family(instance_type)
     name, inference_tool = framework, None
     if framework == "pytorch":
         if family.startswith(("inf", "trn")):

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from airflow_sm_pytorch.builders import hyperparameters as hp
-from airflow_sm_pytorch.builders.images import base_name_from_image, training_image_uri
+from airflow_sm_pytorch.builders.distribution import distribution_hyperparameters, effective_distribution
+from airflow_sm_pytorch.builders.images import base_name_from_image, instance_family, training_image_uri
 from airflow_sm_pytorch.builders.naming import MAX_JOB_NAME_LENGTH, sagemaker_timestamp, validate_job_name
 from airflow_sm_pytorch.builders.validation import validate_request
 from airflow_sm_pytorch.exceptions import SpecError
@@ -168,7 +169,8 @@ def training_image(spec: TrainingSpec, region: str) -> str:
         return spec.image_uri
     assert spec.framework_version is not None and spec.instance_type is not None  # TrainingSpec checked
     return training_image_uri(framework_version=spec.framework_version, py_version=spec.py_version,
-                              instance_type=spec.instance_type, region=region)
+                              instance_type=spec.instance_type, region=region,
+                              distribution=effective_distribution(spec))
 
 
 def default_base_job_name(spec: TrainingSpec, region: str) -> str:
@@ -193,15 +195,6 @@ def _metrics_time_series(spec: TrainingSpec) -> bool | None:
     if spec.framework_version and _version(spec.framework_version) >= (1, 3):
         return True
     return None
-
-
-def _distribution_hyperparameters(spec: TrainingSpec) -> dict[str, Any]:
-    """The keys ``PyTorch._pytorch_distribution_configuration`` adds (§2.2), raw (encoded by the caller).
-
-    Distribution is not supported yet: ``TrainingSpec`` refuses a non-empty ``distribution``, so this
-    is empty until the distributed-training issue fills it in.
-    """
-    return {}
 
 
 def _channel(name: str, fields: Mapping[str, Any], session: Session, uri_field: str) -> dict[str, Any]:
@@ -263,9 +256,8 @@ def _debug_hook(spec: TrainingSpec, region: str, output_path: str) -> dict[str, 
 
 def _profiler(spec: TrainingSpec, region: str, output_path: str) -> dict[str, Any]:
     """``_prepare_profiler_for_training``: off when asked, in unsupported regions and on trn*."""
-    family = re.match(r"^ml[\._]([a-z\d]+)\.?\w*$", spec.instance_type or "")
     if spec.disable_profiler or region in DEBUGGER_UNSUPPORTED_REGIONS or (
-            family is not None and family.group(1).startswith("trn")):
+            instance_family(spec.instance_type).startswith("trn")):
         return {"DisableProfiler": True}
     return {"S3OutputPath": output_path, "DisableProfiler": False}
 
@@ -376,32 +368,25 @@ def sdk_fields(
 
 
 # ------------------------------------------------------------------------------- the builder
-def build_training_plan(spec: TrainingSpec, session: Session, *, job_name: str) -> TrainingPlan:
-    """The exact ``CreateTrainingJob`` request for ``spec`` and the archive to upload before sending it.
-
-    Raises :class:`SpecError` for anything SageMaker (or the SDK) would refuse; nothing is uploaded.
-    """
-    region = session.region
-    _check_job_name(spec, job_name, region)
-    _check_session(spec, session)
-    image = training_image(spec, region)
-    output_path = spec.output_path or _join(
-        _default_root(session), session.default_bucket_prefix, end_slash=True)
+def _package(
+    spec: TrainingSpec, session: Session, output_path: str, job_name: str
+) -> tuple[str, str, list[Upload]]:
+    """``_stage_user_code_in_s3``: (code URI, program as sent, the archive to upload, if any)."""
     assert spec.entry_point is not None  # TrainingSpec checked
-
-    uploads: list[Upload] = []
     if spec.source_dir and uri_kind(spec.source_dir) == "s3":
-        code_uri, program = spec.source_dir, spec.entry_point  # used as is; nothing to package
-    else:
-        _check_program_inside(spec)
-        files = sourcedir_files(entry_point=spec.entry_point, source_dir=spec.source_dir,
-                                dependencies=spec.dependencies or ())
-        code_uri, kms_key = _code_location(spec, session, output_path, job_name)
-        uploads.append(Upload(code_uri, files, archive_members(files), _extra_args(code_uri, kms_key)))
-        program = spec.entry_point if spec.source_dir else os.path.basename(spec.entry_point)
+        return spec.source_dir, spec.entry_point, []  # used as is; nothing to package
+    _check_program_inside(spec)
+    files = sourcedir_files(entry_point=spec.entry_point, source_dir=spec.source_dir,
+                            dependencies=spec.dependencies or ())
+    code_uri, kms_key = _code_location(spec, session, output_path, job_name)
+    upload = Upload(code_uri, files, archive_members(files), _extra_args(code_uri, kms_key))
+    return code_uri, spec.entry_point if spec.source_dir else os.path.basename(spec.entry_point), [upload]
 
-    user = hp.check_user_hyperparameters(spec.hyperparameters)
-    distribution = hp.encode_hyperparameters(_distribution_hyperparameters(spec))
+
+def _hyperparameters(
+    spec: TrainingSpec, program: str, code_uri: str, job_name: str, region: str
+) -> dict[str, str]:
+    """The user's, then the five script-mode keys, then the distribution's (``PyTorch.hyperparameters``)."""
     script = hp.script_mode_hyperparameters(
         program=program,
         submit_directory=NETWORK_ISOLATION_SUBMIT_DIR if spec.enable_network_isolation else code_uri,
@@ -409,21 +394,29 @@ def build_training_plan(spec: TrainingSpec, session: Session, *, job_name: str) 
         region=region,
         container_log_level=spec.container_log_level,
     )
-    hyperparameters = {**user, **script, **distribution}
+    distribution = hp.encode_hyperparameters(distribution_hyperparameters(spec))
+    hyperparameters = {**hp.check_user_hyperparameters(spec.hyperparameters), **script, **distribution}
     hp.check_limits(hyperparameters)
+    return hyperparameters
 
+
+def _input_config(spec: TrainingSpec, session: Session, code_uri: str) -> tuple[list[dict[str, Any]], str]:
+    """``InputDataConfig`` (the estimator's ``code`` channel last with network isolation), the input mode."""
     channels, single = iter_channels(spec.inputs)
-    input_config = [_channel(name, fields, session, _uri_field(spec.inputs, name, single))
-                    for name, fields in channels]
+    config = [_channel(name, fields, session, _uri_field(spec.inputs, name, single))
+              for name, fields in channels]
     if spec.enable_network_isolation:
-        if any(c["ChannelName"] == CODE_CHANNEL for c in input_config):
+        if any(c["ChannelName"] == CODE_CHANNEL for c in config):
             raise SpecError("inputs[code]", CODE_CHANNEL, "rename the channel: with enable_network_isolation "
                             "the estimator adds its own 'code' channel", problem="is a duplicate channel")
-        input_config.append(_channel(CODE_CHANNEL, {"s3_data": code_uri}, session, "code"))
-    input_mode = spec.input_mode
+        config.append(_channel(CODE_CHANNEL, {"s3_data": code_uri}, session, "code"))
     if single and channels[0][1].get("input_mode"):
-        input_mode = channels[0][1]["input_mode"]  # fit(TrainingInput(input_mode=...)) overrides
+        return config, channels[0][1]["input_mode"]  # fit(TrainingInput(input_mode=...)) overrides
+    return config, spec.input_mode
 
+
+def _core(spec: TrainingSpec, image: str, input_mode: str, output_path: str) -> dict[str, dict[str, Any]]:
+    """``AlgorithmSpecification``, ``OutputDataConfig``, ``StoppingCondition`` and ``ResourceConfig``."""
     algorithm: dict[str, Any] = {"TrainingInputMode": input_mode, "TrainingImage": image}
     if spec.metric_definitions is not None:
         algorithm["MetricDefinitions"] = [dict(m) for m in spec.metric_definitions]
@@ -445,46 +438,71 @@ def build_training_plan(spec: TrainingSpec, session: Session, *, job_name: str) 
         resources["KeepAlivePeriodInSeconds"] = spec.keep_alive_period_in_seconds
     resources["InstanceCount"] = spec.instance_count
     resources["InstanceType"] = spec.instance_type
+    return {"AlgorithmSpecification": algorithm, "OutputDataConfig": output, "StoppingCondition": stopping,
+            "ResourceConfig": resources}
 
-    # Session._get_train_request: this key order, each key only when the SDK sets it.
-    request: dict[str, Any] = {
-        "AlgorithmSpecification": algorithm,
-        "OutputDataConfig": output,
+
+def _options(spec: TrainingSpec, region: str, output_path: str) -> dict[str, Any]:
+    """The optional top-level keys after ``HyperParameters``, in ``Session._get_train_request``'s order."""
+    options: dict[str, Any] = {}
+    if spec.environment is not None:
+        options["Environment"] = dict(spec.environment)
+    tags = _tags(spec.tags)
+    if tags is not None:
+        options["Tags"] = tags
+    if spec.subnets is not None and spec.security_group_ids is not None:
+        options["VpcConfig"] = {"Subnets": list(spec.subnets),
+                                "SecurityGroupIds": list(spec.security_group_ids)}
+    if spec.enable_network_isolation:
+        options["EnableNetworkIsolation"] = True
+    if spec.encrypt_inter_container_traffic:
+        options["EnableInterContainerTrafficEncryption"] = True
+    if spec.use_spot_instances:
+        options["EnableManagedSpotTraining"] = True
+    if spec.checkpoint_s3_uri:
+        options["CheckpointConfig"] = {"S3Uri": spec.checkpoint_s3_uri}
+        if spec.checkpoint_local_path:
+            options["CheckpointConfig"]["LocalPath"] = spec.checkpoint_local_path
+    debug_hook = _debug_hook(spec, region, output_path)
+    if debug_hook is not None:
+        options["DebugHookConfig"] = debug_hook
+    options["ProfilerConfig"] = _profiler(spec, region, output_path)
+    if spec.max_retry_attempts is not None:
+        options["RetryStrategy"] = {"MaximumRetryAttempts": spec.max_retry_attempts}
+    return options
+
+
+def build_training_plan(spec: TrainingSpec, session: Session, *, job_name: str) -> TrainingPlan:
+    """The exact ``CreateTrainingJob`` request for ``spec`` and the archive to upload before sending it.
+
+    Raises :class:`SpecError` for anything SageMaker (or the SDK) would refuse; nothing is uploaded.
+    """
+    region = session.region
+    _check_job_name(spec, job_name, region)
+    _check_session(spec, session)
+    image = training_image(spec, region)
+    output_path = spec.output_path or _join(
+        _default_root(session), session.default_bucket_prefix, end_slash=True)
+    code_uri, program, uploads = _package(spec, session, output_path, job_name)
+    hyperparameters = _hyperparameters(spec, program, code_uri, job_name, region)
+    input_config, input_mode = _input_config(spec, session, code_uri)
+
+    core = _core(spec, image, input_mode, output_path)
+    request: dict[str, Any] = {  # Session._get_train_request: this key order, each key only when set
+        "AlgorithmSpecification": core["AlgorithmSpecification"],
+        "OutputDataConfig": core["OutputDataConfig"],
         "TrainingJobName": job_name,
-        "StoppingCondition": stopping,
-        "ResourceConfig": resources,
+        "StoppingCondition": core["StoppingCondition"],
+        "ResourceConfig": core["ResourceConfig"],
         "RoleArn": spec.role,
     }
     if input_config:
         request["InputDataConfig"] = input_config
     if hyperparameters:
         request["HyperParameters"] = hyperparameters
-    if spec.environment is not None:
-        request["Environment"] = dict(spec.environment)
-    tags = _tags(spec.tags)
-    if tags is not None:
-        request["Tags"] = tags
-    if spec.subnets is not None and spec.security_group_ids is not None:
-        request["VpcConfig"] = {"Subnets": list(spec.subnets),
-                                "SecurityGroupIds": list(spec.security_group_ids)}
-    if spec.enable_network_isolation:
-        request["EnableNetworkIsolation"] = True
-    if spec.encrypt_inter_container_traffic:
-        request["EnableInterContainerTrafficEncryption"] = True
-    if spec.use_spot_instances:
-        request["EnableManagedSpotTraining"] = True
-    if spec.checkpoint_s3_uri:
-        checkpoint = {"S3Uri": spec.checkpoint_s3_uri}
-        if spec.checkpoint_local_path:
-            checkpoint["LocalPath"] = spec.checkpoint_local_path
-        request["CheckpointConfig"] = checkpoint
-    debug_hook = _debug_hook(spec, region, output_path)
-    if debug_hook is not None:
-        request["DebugHookConfig"] = debug_hook
-    request["ProfilerConfig"] = _profiler(spec, region, output_path)
-    if spec.max_retry_attempts is not None:
-        request["RetryStrategy"] = {"MaximumRetryAttempts": spec.max_retry_attempts}
+    request.update(_options(spec, region, output_path))
 
+    channels, single = iter_channels(spec.inputs)
     fields = sdk_fields(spec, job_name, region, [name for name, _ in channels], single)
     validate_request("CreateTrainingJob", request, allow_file_uris=session.local, fields=fields)
     return TrainingPlan(request, uploads)

@@ -161,6 +161,22 @@ def test_local_runtime_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert code == 2 and "default_bucket" in err
 
 
+def test_plan_prints_the_distribution_hyperparameters(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = _seed(instance_type="ml.p4d.24xlarge", instance_count=2,
+                 distribution={"mpi": {"enabled": True, "processes_per_host": 8, "custom_mpi_options": "-v"}})
+    code, plan, _ = _plan(spec, tmp_path, capsys)
+    assert code == 0
+    sent = plan["CreateTrainingJob"]["HyperParameters"]
+    assert {k: sent[k] for k in sent if "mpi" in k} == {"sagemaker_mpi_enabled": "true",
+                                                         "sagemaker_mpi_num_of_processes_per_host": "8",
+                                                         "sagemaker_mpi_custom_mpi_options": '"-v"'}
+    code, plan, _ = _plan(_seed(instance_type="ml.p4d.24xlarge", distribution={"torch_distributed": {
+        "enabled": True}}), tmp_path, capsys)
+    assert plan["CreateTrainingJob"]["HyperParameters"]["sagemaker_torch_distributed_enabled"] == "true"
+
+
 def test_planning_does_not_import_airflow() -> None:
     code = "import sys, airflow_sm_pytorch.planning; print('airflow' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -202,6 +218,10 @@ def test_bad_json_spec_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureF
     ({"base_job_name": "my_job", "job_name": None}, "base_job_name='my_job' gives an invalid job name"),
     ({"role": "arn:aws:iam::123456789012:role/" + "r" * 2100}, "role='arn:aws:iam::123456789012:role/rrr"),
     ({"tags": {"aws:team": "ml"}}, "tags='aws:team' is a reserved tag key"),
+    ({"distribution": {"pytorchddp": {"enabled": True}}, "instance_type": "ml.p4d.24xlarge"},
+     "distribution.pytorchddp={'enabled': True} is not supported with framework_version 2.3.0"),
+    ({"distribution": {"torch_distributed": {"enabled": True}}},
+     "distribution.torch_distributed={'enabled': True} is not supported on instance_type ml.m5.xlarge"),
 ])
 def test_plan_refuses_with_the_users_field(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                            overrides: dict[str, Any], words: str) -> None:

@@ -4,7 +4,8 @@ For any spec, ``TrainingSpec.from_dict`` + ``build_training_plan`` either refuse
 :class:`SpecError` paragraph that names an argument the user gave, or produce a request that passes our
 validator and botocore's own ``ParamValidator``. The strategies aim at the edges: limits (50 tags, 100
 hyperparameters, 28 days, 30 retries), reserved names (``aws:`` tags, ``sagemaker_*`` keys), floats such
-as 1e-5, entry points that leave the code dir, bad instance types and input modes.
+as 1e-5, entry points that leave the code dir, bad instance types and input modes, and ``distribution``
+values (strategies the SDK builds, and bad ones: torchrun on CPU, pytorchddp on 2.3, two strategies).
 """
 
 from __future__ import annotations
@@ -102,6 +103,18 @@ ARGUMENTS: dict[str, tuple[st.SearchStrategy[Any], st.SearchStrategy[Any]]] = {
     "environment": (st.dictionaries(st.from_regex(r"[A-Z_][A-Z0-9_]{0,5}", fullmatch=True),
                                     st.text(max_size=5), max_size=3),
                     st.sampled_from([{"1A": "x"}, {"A-B": "x"}, {"A": 1}])),
+    # Valid on every instance type above (torchrun is not: CPU types refuse it), and edges.
+    "distribution": (st.sampled_from([{}, {"mpi": {"enabled": True}}, {"parameter_server": {"enabled": True}},
+                                      {"mpi": {"enabled": True, "processes_per_host": 4,
+                                               "custom_mpi_options": "-v"}},
+                                      {"torch_distributed": {"enabled": False}}, {"instance_groups": []}]),
+                     st.sampled_from([{"torch_distributed": {"enabled": True}},
+                                      {"pytorchddp": {"enabled": True}},
+                                      {"mpi": {"enabled": True, "processes_per_host": 0}},
+                                      {"mpi": {"processes_per_host": "8"}}, {"torchrun": {"enabled": True}},
+                                      {"mpi": {"enabled": True}, "torch_distributed": {"enabled": True}},
+                                      {"smdistributed": {"modelparallel": {"enabled": True}}, "mpi": {}},
+                                      {"mpi": {"enabled": True, "custom_mpi_options": "o" * 2499}}])),
     "output_path": (st.sampled_from(["s3://out-1/prefix", "s3://out-1"]),
                     st.sampled_from(["s3://Out_1/x", "gs://x", "file:///tmp/out"])),
 }

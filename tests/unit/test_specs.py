@@ -77,7 +77,9 @@ def test_unknown_key_suggests_the_close_one() -> None:
     ({"source_dir": "s3://b-1/c.tar.gz", "dependencies": ("lib",)}, "dependencies", "ignored"),
     ({"metric_definitions": ({"Name": "loss"},)}, "metric_definitions", "Regex"),
     ({"debugger_hook_config": "on"}, "debugger_hook_config", "mapping"),
-    ({"distribution": {"torch_distributed": {"enabled": True}}}, "distribution", "not supported yet"),
+    ({"distribution": {"torchrun": {"enabled": True}}}, "distribution.torchrun",
+     "did you mean 'torch_distributed'?"),
+    ({"distribution": ["torch_distributed"]}, "distribution", "use a mapping"),
     # programs only from the code dir
     ({"entry_point": "/etc/passwd"}, "entry_point", "relative to source_dir (src), e.g. 'passwd'"),
     ({"entry_point": "/etc/passwd", "source_dir": None}, "entry_point",
