@@ -67,3 +67,22 @@ def test_bring_your_own_model_example_serves_and_tears_down(airflow_env, tmp_pat
     assert succeeded(proc), output[-6000:]
     assert "answered [[1.5], [-1.5]]" in output
     assert "Deleted: endpoint" in output
+
+
+def test_distributed_example_trains_on_two_hosts_with_torchrun_and_mpi(airflow_env, tmp_path):
+    root = tmp_path / "sm-local"
+    port = free_port()
+    conn = {"conn_type": "aws",
+            "extra": {"endpoint_url": f"http://127.0.0.1:{port}", "region_name": "us-east-1",
+                      "sm_pytorch": {"local_runtime": {"root": str(root), "autostart": True}}}}
+    env = {**airflow_env, "AIRFLOW_CONN_SM_PYTORCH": json.dumps(conn)}
+    try:
+        proc = dags_test(env, "example_pytorch_distributed", "--conf", json.dumps({"epochs": 3}))
+    finally:
+        server = root / "server.json"
+        if server.exists():
+            os.kill(json.loads(server.read_text())["pid"], signal.SIGTERM)
+    output = proc.stdout + proc.stderr
+    assert succeeded(proc), output[-6000:]
+    assert output.count("world size 2, hosts ['algo-1', 'algo-2']") == 2, output[-4000:]
+    assert "[algo-2-" in output and "rank 1/2 on algo-2" in output  # both hosts' logs streamed into the task log
