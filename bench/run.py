@@ -15,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import distributed  # noqa: E402
 import local_overhead  # noqa: E402
 import parse_cost  # noqa: E402
 import repack  # noqa: E402
@@ -37,6 +38,7 @@ if __name__ == "__main__":
         "repack_weights": repack.run(size_mb=size, data_kind="weights"),
         "repack_random": repack.run(size_mb=size, data_kind="random"),
         "endpoint": endpoint_latency(),
+        "distributed": distributed.run(),
     }
     for kind in ("repack_weights", "repack_random"):
         r = results[kind]
