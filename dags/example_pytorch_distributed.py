@@ -1,8 +1,8 @@
-"""Distributed training on two hosts: torchrun (``torch_distributed``) and MPI (``mpi``), ranks checked.
+"""Distributed training on two hosts: torchrun, MPI and pytorchddp, ranks checked.
 
-train_torchrun ─┐
-                ├─ check_ranks (both runs: world size 2, both hosts seen, identical final parameters)
-train_mpi ──────┘
+train_torchrun ───┐
+train_mpi ────────┼─ check_ranks (each run: world size 2, both hosts seen, identical final parameters)
+train_pytorchddp ─┘
 
 Each job trains ``dags/ddp/train_ddp.py`` (DistributedDataParallel; NCCL on GPUs, gloo on CPUs) on
 ``instance_count=2``. On the local runtime the two hosts are ``algo-1`` and ``algo-2`` on this machine,
@@ -59,6 +59,15 @@ with DAG(
         **COMMON,
     )
 
+    # pytorchddp: SDK 2.257 sends it as smdistributed data parallel (framework versions up to 2.2.0), which
+    # the container runs through the same mpirun-based runner; the local runtime runs it with mpirun too.
+    ddp = PyTorchTrainOperator(
+        task_id="train_pytorchddp",
+        instance_type="ml.p4d.24xlarge",
+        distribution={"pytorchddp": {"enabled": True}},
+        **{**COMMON, "framework_version": "2.2.0", "py_version": "py310"},
+    )
+
     @task
     def check_ranks(results: list) -> dict:
         """Both jobs: two ranks on two hosts that ended with the same parameters."""
@@ -84,4 +93,4 @@ with DAG(
             summary[result["TrainingJobName"]] = ranks["test_accuracy"]
         return summary
 
-    check_ranks([torchrun.output, mpi.output])
+    check_ranks([torchrun.output, mpi.output, ddp.output])

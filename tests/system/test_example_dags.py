@@ -69,7 +69,7 @@ def test_bring_your_own_model_example_serves_and_tears_down(airflow_env, tmp_pat
     assert "Deleted: endpoint" in output
 
 
-def test_distributed_example_trains_on_two_hosts_with_torchrun_and_mpi(airflow_env, tmp_path):
+def test_distributed_example_trains_on_two_hosts_with_torchrun_mpi_and_pytorchddp(airflow_env, tmp_path):
     root = tmp_path / "sm-local"
     port = free_port()
     conn = {"conn_type": "aws",
@@ -84,5 +84,5 @@ def test_distributed_example_trains_on_two_hosts_with_torchrun_and_mpi(airflow_e
             os.kill(json.loads(server.read_text())["pid"], signal.SIGTERM)
     output = proc.stdout + proc.stderr
     assert succeeded(proc), output[-6000:]
-    assert output.count("world size 2, hosts ['algo-1', 'algo-2']") == 2, output[-4000:]
+    assert output.count("world size 2, hosts ['algo-1', 'algo-2']") == 3, output[-4000:]
     assert "[algo-2-" in output and "rank 1/2 on algo-2" in output  # both hosts' logs streamed into the task log
