@@ -17,6 +17,12 @@ uploaded, a model archive holding ``model.pth`` otherwise) against ``planning.bu
 ``plan deploy`` prints). Names are left to each side, so timestamps are normalised to ``-<ts>``; a
 repacked archive's members are compared under ``code/`` (the rest is the model's own files).
 
+Distribution configurations (``dist-*``) cover every strategy the PyTorch estimator builds (torchrun on
+2x p4d, MPI with processes_per_host and custom_mpi_options, pytorchddp on 2.2.0, Trainium with the default
+Neuron image and with an image_uri, SMP v2, ...). Each bad ``distribution=`` input in ``REFUSALS`` is built
+on both sides too: where the SDK refuses, we must refuse (our message may say more); where only we refuse
+(marked ``ours``), that is a deliberate extra check and the SDK must accept it, so the table shows both.
+
 Requests must be equal (``==``); uploads must have the same URI, the same member set and the same
 ExtraArgs, except the SDK's ``ExpectedBucketOwner``, which we leave out on purpose (reported in the
 table). Differences are printed as JSON paths with both values. Exit status: 0 when everything matches,
@@ -247,7 +253,105 @@ def configurations() -> list[tuple[str, dict[str, Any]]]:
         # from the script's directory and name it relatively, as the SDK allows too.
         ("entry-point-only", variant(entry_point="train.py", source_dir=None, cwd=SRC)),
         ("framework-2.1-alias", variant(framework_version="2.1", py_version="py310")),
+        *distribution_configurations(variant),
     ]
+
+
+TORCHRUN = {"torch_distributed": {"enabled": True}}
+NEURONX = ("763104351884.dkr.ecr.us-west-2.amazonaws.com/"
+           "pytorch-training-neuronx:2.1.2-neuronx-py310-sdk2.20.2-ubuntu20.04")
+
+
+def distribution_configurations(variant: Any) -> list[tuple[str, dict[str, Any]]]:
+    """``distribution=`` (contracts/sdk-requests.md §2.2): every strategy the PyTorch estimator builds."""
+    p4d = dict(instance_type="ml.p4d.24xlarge", instance_count=2)
+    on_2_2 = dict(p4d, framework_version="2.2.0", py_version="py310")
+    p5 = dict(instance_type="ml.p5.48xlarge", instance_count=2)
+    smp = {"torch_distributed": {"enabled": True},
+           "smdistributed": {"modelparallel": {"enabled": True, "parameters": {"tensor_parallel_degree": 8}}}}
+    trn1 = dict(instance_type="ml.trn1.32xlarge", instance_count=2)
+    return [
+        ("dist-torchrun-2x-p4d", variant(**p4d, distribution=TORCHRUN)),
+        ("dist-mpi-processes-options", variant(**p4d, distribution={"mpi": {
+            "enabled": True, "processes_per_host": 8, "custom_mpi_options": "-verbose"}})),
+        ("dist-mpi-defaults", variant(**p4d, distribution={"mpi": {"enabled": True}})),
+        ("dist-mpi-disabled", variant(**p4d, distribution={"mpi": {"enabled": False}})),
+        ("dist-pytorchddp-2.2.0", variant(**on_2_2, distribution={"pytorchddp": {"enabled": True}})),
+        ("dist-pytorchddp-2.3.0-image-uri", variant(
+            **p4d, framework_version=None, py_version=None,
+            image_uri=f"{ACCOUNT}.dkr.ecr.us-west-2.amazonaws.com/ddp:1",
+            distribution={"pytorchddp": {"enabled": True}})),
+        ("dist-smddp-custom-options", variant(**on_2_2, distribution={"smdistributed": {"dataparallel": {
+            "enabled": True, "custom_mpi_options": "-x NCCL_DEBUG=WARN"}}})),
+        ("dist-trn1-torchrun-image-uri", variant(**trn1, framework_version=None, py_version=None,
+                                                 image_uri=NEURONX, distribution=TORCHRUN)),
+        ("dist-trn1-torchrun-default-image", variant(**trn1, framework_version="1.11.0", py_version="py38",
+                                                     distribution=TORCHRUN)),
+        ("dist-smp-v2-2.2.0", variant(**on_2_2, distribution=smp)),
+        ("dist-smp-v2-p5-2.4.1", variant(**p5, framework_version="2.4.1", distribution=smp)),
+        ("dist-torchrun-smddp-p5", variant(**p5, framework_version="2.2.0", py_version="py310", distribution={
+            **TORCHRUN, "smdistributed": {"dataparallel": {"enabled": True}}})),
+        ("dist-smp-v1-mpi", variant(**p4d, framework_version="1.13.1", py_version="py39", distribution={
+            "mpi": {"enabled": True, "processes_per_host": 8},
+            "smdistributed": {"modelparallel": {"enabled": True, "parameters": {"partitions": 2}}}})),
+        ("dist-parameter-server", variant(**p4d, distribution={"parameter_server": {"enabled": True}})),
+        ("dist-instance-groups-empty", variant(**p4d, distribution={"instance_groups": []})),
+        ("dist-torchrun-disabled", variant(**p4d, distribution={"torch_distributed": {"enabled": False}})),
+        ("dist-two-hosts-none", variant(**p4d)),
+    ]
+
+
+TRN1 = {"instance_type": "ml.trn1.32xlarge", "framework_version": "1.11.0", "py_version": "py38"}
+#: Bad ``distribution=`` inputs: (name, changes to the torchrun-on-2x-p4d configuration, who refuses).
+#: "both": the SDK refuses too (our message may differ); "ours": a deliberate, documented extra refusal
+#: where the SDK sends something the container ignores or misreads (builders/distribution.py).
+REFUSALS: list[tuple[str, dict[str, Any], str]] = [
+    ("torchrun-on-cpu-c5", {"instance_type": "ml.c5.xlarge"}, "both"),
+    ("torchrun-version-2.4.0", {"framework_version": "2.4.0"}, "both"),
+    ("torchrun-version-alias-2.3", {"framework_version": "2.3"}, "both"),
+    ("torchrun-py2", {"framework_version": "1.13.1", "py_version": "py2"}, "both"),
+    ("torchrun-shell-entry-point", {"entry_point": "run.sh"}, "both"),
+    ("torchrun-trn1-version-2.1.2", {"instance_type": "ml.trn1.32xlarge", "framework_version": "2.1.2",
+                                     "py_version": "py310"}, "both"),
+    ("pytorchddp-2.3.0", {"distribution": {"pytorchddp": {"enabled": True}}}, "both"),
+    ("pytorchddp-py2", {"distribution": {"pytorchddp": {"enabled": True}}, "framework_version": "1.6.0",
+                        "py_version": "py2"}, "both"),
+    ("trn1-pytorchddp", {**TRN1, "distribution": {"pytorchddp": {"enabled": True}}}, "both"),
+    ("trn1-mpi", {**TRN1, "distribution": {"mpi": {"enabled": True}}}, "both"),
+    ("trn1-two-keys", {**TRN1, "distribution": {**TORCHRUN, "mpi": {"enabled": False}}}, "both"),
+    ("pytorchddp-and-smdistributed", {"framework_version": "2.2.0", "py_version": "py310", "distribution": {
+        "pytorchddp": {"enabled": True}, "smdistributed": {"dataparallel": {"enabled": True}}}}, "both"),
+    ("smdistributed-two-strategies", {"framework_version": "2.2.0", "py_version": "py310", "distribution": {
+        "smdistributed": {"dataparallel": {"enabled": True}, "modelparallel": {"enabled": True}}}}, "both"),
+    ("smdistributed-unknown-strategy", {"distribution": {"smdistributed": {"foo": {"enabled": True}}}},
+     "both"),
+    ("smdistributed-not-a-mapping", {"distribution": {"smdistributed": "dataparallel"}}, "both"),
+    ("smddp-p5-without-torchrun", {"instance_type": "ml.p5.48xlarge", "framework_version": "2.2.0",
+                                   "py_version": "py310",
+                                   "distribution": {"smdistributed": {"dataparallel": {"enabled": True}}}},
+     "both"),
+    ("smp-v1-partitions-0", {"framework_version": "1.13.1", "py_version": "py39", "distribution": {
+        "smdistributed": {"modelparallel": {"enabled": True, "parameters": {"partitions": 0}}}}}, "both"),
+    ("smp-v2-2.3.0-py311", {"distribution": {**TORCHRUN, "smdistributed": {"modelparallel": {
+        "enabled": True}}}}, "both"),
+    ("pytorchxla", {"distribution": {"pytorchxla": {"enabled": True}}}, "both"),
+    ("instance-groups-named", {"distribution": {"instance_groups": ["g1"]}}, "both"),
+    ("mpi-processes-per-host-0", {"distribution": {"mpi": {"enabled": True, "processes_per_host": 0}}},
+     "ours"),
+    ("mpi-processes-per-host-str", {"distribution": {"mpi": {"enabled": True, "processes_per_host": "8"}}},
+     "ours"),
+    ("two-strategies-mpi-torchrun", {"distribution": {**TORCHRUN, "mpi": {"enabled": True}}}, "ours"),
+    ("unknown-strategy-torchrun", {"distribution": {"torchrun": {"enabled": True}}}, "ours"),
+    ("unknown-argument-process-per-host", {"distribution": {"mpi": {"enabled": True, "process_per_host": 2}}},
+     "ours"),
+    ("enabled-as-string", {"distribution": {"torch_distributed": {"enabled": "true"}}}, "ours"),
+]
+
+
+def refusal_configurations() -> list[tuple[str, dict[str, Any]]]:
+    base = dict(configurations())["dist-torchrun-2x-p4d"]
+    return [(f"refuse-{name}", {k: v for k, v in {**base, **changes}.items() if v is not None})
+            for name, changes, _ in REFUSALS]
 
 
 def ours(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -369,6 +473,45 @@ def report(meta: dict[str, str], rows: list[tuple[str, str, str, str]], details:
     return "\n".join(lines + [""] + (details or ["No differences."])) + "\n"
 
 
+def _first_line(text: str, width: int = 160) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[:width - 3] + "..."
+
+
+def compare_refusals(
+    sdk_results: dict[str, Any], refusals: list[tuple[str, dict[str, Any]]]
+) -> tuple[list[tuple[str, str, str, str]], list[str], bool]:
+    """Each bad input: refused by both (``both``), or deliberately by us only (``ours``: the SDK sends it)."""
+    rows = [("bad input", "SDK refuses?", "we refuse?", "expected")]
+    details: list[str] = []
+    ok = True
+    for (name, cfg), (_, _, expect) in zip(refusals, REFUSALS):
+        sdk = sdk_results[name]
+        try:
+            ours(cfg)
+            mine = None
+        except Exception as exc:  # noqa: BLE001 - reported in the table
+            mine = f"{type(exc).__name__}: {exc}"
+        sdk_refused = "error" in sdk
+        good = mine is not None and sdk_refused == (expect == "both")
+        ok &= good
+        rows.append((name.removeprefix("refuse-"), "yes" if sdk_refused else "no", "yes" if mine else "NO",
+                     expect + ("" if good else "  <-- MISMATCH")))
+        said = _first_line(sdk["error"]) if sdk_refused else "accepted"
+        details.append(f"{name.removeprefix('refuse-')}:\n  SDK:  {said}\n  ours: "
+                       f"{_first_line(mine) if mine else 'accepted'}")
+    return rows, details, ok
+
+
+def refusal_report(rows: list[tuple[str, str, str, str]], details: list[str]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    line = lambda r: ("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3]).rstrip()  # noqa: E731
+    head = ["Refusals (distribution): 'both' = the SDK refuses too (messages differ on purpose); 'ours' = a",
+            "deliberate extra refusal where the SDK would send a value the container ignores or misreads.", "",
+            line(rows[0]), line((*("-" * w for w in widths), "--------"))]
+    return "\n".join(head + [line(r) for r in rows[1:]] + [""] + details) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sdk-python", required=True, help="python of a venv with sagemaker==2.257.6")
@@ -377,11 +520,13 @@ def main() -> int:
     os.chdir(ROOT)  # configuration paths are relative to the repository root, for both sides
     sys.path.insert(0, str(ROOT))
     configs = configurations() + deploy_configurations()
+    refusals = refusal_configurations()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp, "sdk.json")
         env = {**os.environ, "SAGEMAKER_SUPPRESS_V2_WARNING": "1", "AWS_EC2_METADATA_DISABLED": "true"}
-        proc = subprocess.run([args.sdk_python, "-c", SDK_RUNNER, str(out)], input=json.dumps(configs),
-                              text=True, capture_output=True, env=env, cwd=ROOT)
+        proc = subprocess.run([args.sdk_python, "-c", SDK_RUNNER, str(out)],
+                              input=json.dumps(configs + refusals), text=True, capture_output=True, env=env,
+                              cwd=ROOT)
         if proc.returncode != 0 or not out.exists():
             sys.stderr.write(proc.stderr)
             return 2
@@ -407,7 +552,9 @@ def main() -> int:
         if diffs:
             details.append(f"{name}:")
             details += [f"  {p}\n    SDK:  {json.dumps(a)}\n    ours: {json.dumps(b)}" for p, a, b in diffs]
-    text = report(sdk_out["meta"], rows, details)
+    refused_rows, refused_details, refusals_ok = compare_refusals(sdk_out["results"], refusals)
+    failed |= not refusals_ok
+    text = report(sdk_out["meta"], rows, details) + "\n" + refusal_report(refused_rows, refused_details)
     sys.stdout.write(text)
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")
