@@ -169,7 +169,7 @@ class PyTorchTrainOperator(BaseOperator):
         name, latest = try_job_name(base, earlier[0][0]), earlier[0][1]
         status = latest["TrainingJobStatus"]
         if self.if_job_exists == "fail":
-            from airflow.exceptions import AirflowFailException
+            from airflow.sdk.exceptions import AirflowFailException
 
             raise AirflowFailException(
                 f"training job {name} of an earlier try exists ({status}) and if_job_exists='fail': delete "

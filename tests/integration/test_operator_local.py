@@ -172,7 +172,7 @@ def test_an_undefined_connection_names_the_readme_connection(monkeypatch):
 
 
 def test_retries_retrain_after_a_failed_job_and_never_start_two_jobs_for_one_try(local_conn, tmp_path):
-    from airflow.exceptions import AirflowFailException
+    from airflow.sdk.exceptions import AirflowFailException
 
     src = _script(tmp_path, "raise ValueError('bad data')\n")
     with pytest.raises(JobFailed):
