@@ -75,7 +75,8 @@ with DAG(
         from airflow_sm_pytorch import PyTorchPredictor
         from airflow_sm_pytorch.predictor import JSONDeserializer, JSONSerializer
 
-        predictor = PyTorchPredictor(endpoint["EndpointName"], aws_conn_id=CONN_ID, serializer=JSONSerializer(),
+        predictor = PyTorchPredictor(endpoint["EndpointName"], aws_conn_id=CONN_ID,
+                                     serializer=JSONSerializer(),
                                      deserializer=JSONDeserializer())
         answer = predictor.predict({"inputs": [[1.0, 1.0], [0.0, 2.0]]})["outputs"]
         print(f"endpoint {endpoint['EndpointName']} answered {answer}")

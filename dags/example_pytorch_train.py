@@ -46,20 +46,15 @@ with DAG(
     @task
     def make_dataset(run_id=None) -> dict[str, str]:
         """Write a small deterministic two-moons dataset and stage it where the job can read it."""
+        import sys
         import tempfile
 
         import numpy as np
 
         from airflow_sm_pytorch import SageMakerPyTorchHook
 
-        def moons(n: int, seed: int):
-            rng = np.random.default_rng(seed)
-            t = rng.uniform(0, np.pi, n)
-            label = rng.integers(0, 2, n)
-            x = np.where(label == 0, np.cos(t), 1 - np.cos(t))
-            y = np.where(label == 0, np.sin(t), 0.5 - np.sin(t))
-            points = np.stack([x, y], axis=1) + rng.normal(0, 0.1, (n, 2))
-            return np.column_stack([points, label])
+        sys.path.insert(0, str(CODE_DIR))
+        from data import moons  # the examples' dataset, shared with the training scripts
 
         hook = SageMakerPyTorchHook(aws_conn_id=CONN_ID)
         safe_run = "".join(c if c.isalnum() else "-" for c in run_id)
@@ -69,7 +64,8 @@ with DAG(
                 folder = Path(tmp, channel)
                 folder.mkdir()
                 np.savetxt(folder / "data.csv", moons(n, seed), delimiter=",", fmt="%.6f")
-                uris[channel] = hook.upload_data(folder, key_prefix=f"example-pytorch-train/{safe_run}/{channel}")
+                prefix = f"example-pytorch-train/{safe_run}/{channel}"
+                uris[channel] = hook.upload_data(folder, key_prefix=prefix)
         print(f"staged data: {uris}")
         return uris
 
@@ -168,7 +164,8 @@ with DAG(
         predictor = PyTorchPredictor(endpoint["EndpointName"], aws_conn_id=CONN_ID)
         predicted = predictor.predict(test[:, :2])  # NPY in, NPY out
         accuracy = float((predicted == test[:, 2]).mean())
-        print(f"endpoint {endpoint['EndpointName']} served accuracy={accuracy:.4f} on {len(test)} held-back points")
+        print(f"endpoint {endpoint['EndpointName']} served accuracy={accuracy:.4f} "
+              f"on {len(test)} held-back points")
         if accuracy < 0.9:
             raise ValueError(f"the endpoint's predictions are off: accuracy {accuracy:.4f} < 0.9")
         return {"endpoint": endpoint["EndpointName"], "served_accuracy": accuracy}

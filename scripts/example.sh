@@ -33,7 +33,8 @@ echo "Running example_pytorch_train (AIRFLOW_HOME=$AIRFLOW_HOME, runtime root $S
 set +e
 .venv/bin/airflow dags test example_pytorch_train 2>&1 | tee "$AIRFLOW_HOME/dags-test.log" \
   | grep -E "Created training job|Attached to training job|epoch=|test_accuracy=|landed at|members:|Endpoint .*InService|served accuracy=|Deleted:|DagRun Finished|ERROR|Traceback|JobFailed" \
-  | sed -E 's/^[0-9TZ:.-]+ \[[a-z ]+\] //; s/ +\[airflow[^]]*\].*$//' 
+  | grep -v '"Regex":' \
+  | sed -E 's/^[0-9TZ:.-]+ \[[a-z ]+\] //; s/ +\[(airflow|sagemaker)[^]]*\].*$//' 
 status=${PIPESTATUS[0]}
 set -e
 if grep -q "DagRun Finished.*state=success" "$AIRFLOW_HOME/dags-test.log"; then

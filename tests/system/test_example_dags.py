@@ -24,20 +24,25 @@ def test_dags_folder_has_no_import_errors(airflow_env):
     assert {"example_pytorch_train", "example_pytorch_byom"} <= set(report["dags"])
 
 
-def test_example_dag_trains_on_the_local_runtime(airflow_env, tmp_path):
-    root = tmp_path / "sm-local"
-    port = free_port()
-    conn = {"conn_type": "aws",  # no keys: the hook signs with the runtime's key file, as in the README
-            "extra": {"endpoint_url": f"http://127.0.0.1:{port}", "region_name": "us-east-1",
+def run_example(airflow_env, root, dag_id, *args):
+    """``airflow dags test DAG_ID`` with the README's connection (no keys: the hook signs with the runtime's
+    key file) autostarting a runtime on ``root``; the runtime is stopped afterwards."""
+    conn = {"conn_type": "aws",
+            "extra": {"endpoint_url": f"http://127.0.0.1:{free_port()}", "region_name": "us-east-1",
                       "sm_pytorch": {"local_runtime": {"root": str(root), "autostart": True}}}}
-    env = {**airflow_env, "AIRFLOW_CONN_SM_PYTORCH": json.dumps(conn)}
     try:
-        proc = dags_test(env, "example_pytorch_train", "--conf", json.dumps({"epochs": 15}))
+        proc = dags_test({**airflow_env, "AIRFLOW_CONN_SM_PYTORCH": json.dumps(conn)}, dag_id, *args)
     finally:
         server = root / "server.json"
         if server.exists():  # the hook started the runtime in the background; stop it
             os.kill(json.loads(server.read_text())["pid"], signal.SIGTERM)
-    output = proc.stdout + proc.stderr
+    return proc, proc.stdout + proc.stderr
+
+
+def test_example_dag_trains_on_the_local_runtime(airflow_env, tmp_path):
+    root = tmp_path / "sm-local"
+    proc, output = run_example(airflow_env, root, "example_pytorch_train", "--conf",
+                               json.dumps({"epochs": 15}))
     assert succeeded(proc), output[-6000:]
     assert "'epochs': 15" in output  # the UI form's value reached the script as argv
     assert "test_accuracy=" in output  # streamed live from the job's log
@@ -51,38 +56,15 @@ def test_example_dag_trains_on_the_local_runtime(airflow_env, tmp_path):
 
 
 def test_bring_your_own_model_example_serves_and_tears_down(airflow_env, tmp_path):
-    root = tmp_path / "sm-local"
-    port = free_port()
-    conn = {"conn_type": "aws",  # no keys: the hook signs with the runtime's key file, as in the README
-            "extra": {"endpoint_url": f"http://127.0.0.1:{port}", "region_name": "us-east-1",
-                      "sm_pytorch": {"local_runtime": {"root": str(root), "autostart": True}}}}
-    env = {**airflow_env, "AIRFLOW_CONN_SM_PYTORCH": json.dumps(conn)}
-    try:
-        proc = dags_test(env, "example_pytorch_byom")
-    finally:
-        server = root / "server.json"
-        if server.exists():
-            os.kill(json.loads(server.read_text())["pid"], signal.SIGTERM)
-    output = proc.stdout + proc.stderr
+    proc, output = run_example(airflow_env, tmp_path / "sm-local", "example_pytorch_byom")
     assert succeeded(proc), output[-6000:]
     assert "answered [[1.5], [-1.5]]" in output
     assert "Deleted: endpoint" in output
 
 
 def test_distributed_example_trains_on_two_hosts_with_torchrun_mpi_and_pytorchddp(airflow_env, tmp_path):
-    root = tmp_path / "sm-local"
-    port = free_port()
-    conn = {"conn_type": "aws",
-            "extra": {"endpoint_url": f"http://127.0.0.1:{port}", "region_name": "us-east-1",
-                      "sm_pytorch": {"local_runtime": {"root": str(root), "autostart": True}}}}
-    env = {**airflow_env, "AIRFLOW_CONN_SM_PYTORCH": json.dumps(conn)}
-    try:
-        proc = dags_test(env, "example_pytorch_distributed", "--conf", json.dumps({"epochs": 3}))
-    finally:
-        server = root / "server.json"
-        if server.exists():
-            os.kill(json.loads(server.read_text())["pid"], signal.SIGTERM)
-    output = proc.stdout + proc.stderr
+    proc, output = run_example(airflow_env, tmp_path / "sm-local", "example_pytorch_distributed", "--conf",
+                               json.dumps({"epochs": 3}))
     assert succeeded(proc), output[-6000:]
     assert output.count("world size 2, hosts ['algo-1', 'algo-2']") == 3, output[-4000:]
-    assert "[algo-2-" in output and "rank 1/2 on algo-2" in output  # both hosts' logs streamed into the task log
+    assert "[algo-2-" in output and "rank 1/2 on algo-2" in output  # both hosts' logs reach the task log

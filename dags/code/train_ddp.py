@@ -9,30 +9,17 @@ on SageMaker and on the local runtime, under torchrun (``torch_distributed``) or
 import json
 import os
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
-
-class Net(nn.Module):
-    def __init__(self, hidden: int = 32):
-        super().__init__()
-        self.layers = nn.Sequential(nn.Linear(2, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                    nn.Linear(hidden, 2))
-
-    def forward(self, x):
-        return self.layers(x)
+from data import moons  # the examples' dataset (code/ is on sys.path)
+from train import Net  # the example's classifier
 
 
-def moons(n: int, seed: int):
-    rng = np.random.default_rng(seed)
-    t = rng.uniform(0, np.pi, n)
-    label = rng.integers(0, 2, n)
-    x = np.where(label == 0, np.cos(t), 1 - np.cos(t))
-    y = np.where(label == 0, np.sin(t), 0.5 - np.sin(t))
-    points = np.stack([x, y], axis=1) + rng.normal(0, 0.1, (n, 2))
-    return torch.tensor(points, dtype=torch.float32), torch.tensor(label)
+def moons_tensors(n: int, seed: int):
+    data = moons(n, seed)
+    return torch.tensor(data[:, :2], dtype=torch.float32), torch.tensor(data[:, 2]).long()
 
 
 def main() -> None:
@@ -47,7 +34,7 @@ def main() -> None:
 
     torch.manual_seed(0)  # the same initial weights everywhere (DDP also broadcasts rank 0's)
     model = nn.parallel.DistributedDataParallel(Net())
-    x, y = moons(2000, seed=1)
+    x, y = moons_tensors(2000, seed=1)
     x, y = x[rank::world], y[rank::world]  # this rank's shard
     optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
     loss_fn = nn.CrossEntropyLoss()
@@ -62,7 +49,7 @@ def main() -> None:
     checksum = float(sum(p.double().sum() for p in model.module.parameters()))
     seen = [None] * world
     dist.all_gather_object(seen, {"rank": rank, "host": host, "checksum": checksum})
-    x_test, y_test = moons(500, seed=2)
+    x_test, y_test = moons_tensors(500, seed=2)
     with torch.no_grad():
         accuracy = (model.module(x_test).argmax(dim=1) == y_test).float().mean().item()
     print(f"rank {rank} checksum={checksum:.10f} test_accuracy={accuracy:.4f}", flush=True)
