@@ -30,7 +30,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 HOST = "AllTraffic"
 
 
@@ -114,7 +113,11 @@ class Generation:
         return str(venvs.venv_python(venv))
 
     def env(self, environment: dict[str, str]) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in _CREDENTIALS and not k.startswith("SM_PYTORCH_LOCAL")}
+        # the runtime's AWS keys stay out of the model server, as out of training jobs
+        from airflow_sm_pytorch.local.training.runner import CREDENTIAL_VARS
+
+        env = {k: v for k, v in os.environ.items()
+               if k not in CREDENTIAL_VARS and not k.startswith("SM_PYTORCH_LOCAL")}
         env.update({str(k): str(v) for k, v in environment.items()})
         env["PYTHONUNBUFFERED"] = "1"
         return env
