@@ -39,3 +39,26 @@ def is_within(path: str | os.PathLike[str], dirs: Iterable[Path]) -> bool:
     """Is ``path`` (symlinks resolved, as far as it exists) inside one of ``dirs``?"""
     real = Path(os.path.realpath(path))
     return any(real == d or d in real.parents for d in dirs)
+
+
+class RootNotWritable(Exception):
+    """The runtime's root cannot hold its data; ``str()`` is the one line ``local serve`` prints."""
+
+
+def ensure_writable_root(root: Path) -> Path:
+    """Create ``root`` if needed and prove that a file can be made in it (the store, its WAL files and the
+    key file all are): else :class:`RootNotWritable`, naming the root, why, and what to do instead."""
+    import tempfile
+
+    try:
+        if root.exists() and not root.is_dir():
+            raise NotADirectoryError(20, "it is a file, not a directory")
+        root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=root)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise RootNotWritable(f"root {root} is not writable ({why}): choose a directory you can write to with "
+                              f"--root DIR (or ${ROOT_ENV})") from None
+    return root

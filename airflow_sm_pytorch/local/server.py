@@ -226,7 +226,8 @@ def serve_main(args: Any) -> int:
     """Run the server until SIGTERM/SIGINT; print one ready line to stdout; 0 on a clean stop."""
     import uvicorn
 
-    from airflow_sm_pytorch.local.config import allowed_paths, default_root
+    from airflow_sm_pytorch.local.config import (RootNotWritable, allowed_paths, default_root,
+                                                 ensure_writable_root)
 
     logging.config.dictConfig(_LOGGING)
     root = Path(args.root).expanduser() if getattr(args, "root", None) else default_root()
@@ -238,10 +239,10 @@ def serve_main(args: Any) -> int:
         return 1
 
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        ensure_writable_root(root)  # one line, not sqlite's traceback, when the root cannot hold the store
         keys = resolve_keys(root, getattr(args, "access_key_id", None), getattr(args, "secret_access_key", None))
-    except PermissionError:
-        return fail(f"root {root} is not writable: choose another --root (or $SM_PYTORCH_LOCAL_ROOT)")
+    except RootNotWritable as exc:
+        return fail(str(exc))
     except (OSError, ValueError) as exc:
         return fail(str(exc))
     try:
