@@ -57,6 +57,8 @@ class JobFailed(SmPyTorchError):
         self.job_name = job_name
         self.status = status
         self.reason = reason or ""
+        self.hint = hint
+        self.what = what
         msg = f"{what} {job_name} ended {status}"
         if reason:
             msg += f": {reason}"

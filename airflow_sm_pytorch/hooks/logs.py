@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import collections
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
     from airflow_sm_pytorch.hooks.sagemaker_pytorch import SageMakerPyTorchHook
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+#: How many of the last log lines a failure message quotes.
+ERROR_CONTEXT_LINES = 15
 
 
 class LogTailer:
@@ -24,7 +27,7 @@ class LogTailer:
     Its position (``tokens``) is plain JSON, so a deferred task can carry it across a trigger.
     """
 
-    def __init__(self, hook: "SageMakerPyTorchHook", job_name: str, tokens: dict[str, str] | None = None):
+    def __init__(self, hook: SageMakerPyTorchHook, job_name: str, tokens: dict[str, str] | None = None):
         self.hook = hook
         self.job_name = job_name
         self.tokens: dict[str, str | None] = dict(tokens or {})
@@ -46,14 +49,30 @@ class LogTailer:
             params["nextToken"] = page["nextToken"]
 
     def poll(self) -> Iterator[str]:
-        streams = self._streams()
-        for stream in streams:
+        for stream, lines in self._by_stream():
+            yield from lines
+
+    def tail(self, limit: int | None) -> Iterator[str]:
+        """Everything unread, but at most the last ``limit`` lines of each host's stream (a line says how
+        many earlier ones were skipped); the position moves to the end either way."""
+        for stream, lines in self._by_stream():
+            kept: collections.deque[str] = collections.deque(maxlen=limit)
+            total = 0
+            for line in lines:
+                kept.append(line)
+                total += 1
+            if total > len(kept):
+                yield (f"[{stream}] ... {total - len(kept)} earlier lines not shown (all are in the log "
+                       f"group {LOG_GROUP})")
+            yield from kept
+
+    def _by_stream(self) -> Iterator[tuple[str, Iterator[str]]]:
+        for stream in self._streams():
             self.tokens.setdefault(stream, None)
         many = len(self.tokens) > 1
         for stream in sorted(self.tokens):
             host = stream.split("/", 1)[-1]
-            for message in self._events(stream):
-                yield f"[{host}] {message}" if many else message
+            yield stream, (f"[{host}] {message}" if many else message for message in self._events(stream))
 
     def _events(self, stream: str) -> Iterator[str]:
         logs = self.hook.client("logs")
@@ -78,3 +97,37 @@ class LogTailer:
     def drain(self) -> Iterator[str]:
         """After the job ended: everything still unread (SageMaker flushes the last lines late)."""
         yield from self.poll()
+
+
+class JobLog:
+    """Prints a training job's log lines to ``sink`` with secrets masked, remembering the last ones for a
+    failure message. Its position (``tokens``) is plain JSON: a deferred task or a rescheduled sensor
+    carries it across resumes, so no line is lost or repeated."""
+
+    def __init__(self, hook: SageMakerPyTorchHook, job_name: str, sink: Callable[[str], None], *,
+                 mask: Iterable[str] = (), tokens: Mapping[str, str | None] | None = None) -> None:
+        self.tailer = LogTailer(hook, job_name, dict(tokens or {}))  # type: ignore[arg-type]
+        self.sink = sink
+        self.secrets = sorted({s for s in mask if s}, key=len, reverse=True)
+        self.last: collections.deque[str] = collections.deque(maxlen=ERROR_CONTEXT_LINES)
+
+    @property
+    def tokens(self) -> dict[str, str | None]:
+        return dict(self.tailer.tokens)
+
+    def print(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            for secret in self.secrets:
+                line = line.replace(secret, "***")
+            self.last.append(line)
+            self.sink(line)
+
+    def poll(self) -> None:
+        self.print(self.tailer.poll())
+
+    def tail(self, limit: int | None) -> None:
+        self.print(self.tailer.tail(limit))
+
+    def around_error(self) -> str:
+        """The last lines printed, for a failure message."""
+        return ("; last log lines:\n" + "\n".join(self.last)) if self.last else ""

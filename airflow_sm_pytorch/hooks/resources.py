@@ -58,3 +58,8 @@ RESOURCES = {r.kind: r for r in (TRAINING_JOB, MODEL, ENDPOINT_CONFIG, ENDPOINT)
 NOT_FOUND_CODES = frozenset({"ValidationException", "ResourceNotFound", "ResourceNotFoundException"})
 #: Codes a Create answers when the name is taken: the resource exists, attach to it.
 EXISTS_CODES = frozenset({"ResourceInUse", "ResourceInUseException"})
+
+
+def method_name(operation: str) -> str:
+    """A client's method for an API operation: ``DescribeTrainingJob`` -> ``describe_training_job``."""
+    return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(operation))

@@ -41,15 +41,14 @@ from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from airflow_sm_pytorch.exceptions import JobFailed, JobTimeout, RequestRejected, SpecError
+from airflow_sm_pytorch.exceptions import JobFailed, RequestRejected, SpecError
 from airflow_sm_pytorch.hooks.errors import code as _code
-from airflow_sm_pytorch.hooks.errors import is_retryable as _is_retryable
 from airflow_sm_pytorch.hooks.errors import message as _message
-from airflow_sm_pytorch.hooks.logs import LogTailer
-from airflow_sm_pytorch.hooks.resources import NOT_FOUND_CODES, RESOURCES
+from airflow_sm_pytorch.hooks.logs import JobLog
+from airflow_sm_pytorch.hooks.resources import NOT_FOUND_CODES, RESOURCES, method_name
+from airflow_sm_pytorch.hooks.waiting import run_sync, waiting
 from airflow_sm_pytorch.local import config as local_config
 
-TERMINAL_STATES = frozenset({"Completed", "Failed", "Stopped"})
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 #: Services the local runtime serves on its endpoint (the rest, e.g. s3, go where the connection says).
 _RUNTIME_SERVICES = ("sagemaker", "logs", "sagemaker-runtime")
@@ -152,7 +151,7 @@ class SageMakerPyTorchHook(AwsBaseHook):
 
     def call(self, service: str, operation: str, **params: Any) -> dict[str, Any]:
         """Call one API operation; a service error becomes :class:`RequestRejected`."""
-        method = getattr(self.client(service), _snake(operation))
+        method = getattr(self.client(service), method_name(operation))
         try:
             return method(**params)
         except ClientError as err:
@@ -318,45 +317,14 @@ class SageMakerPyTorchHook(AwsBaseHook):
                  on_poll: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Poll ``kind`` until its acceptors say success or failure; return the last description.
 
-        Throttling, 5xx and connection errors while waiting are retried with backoff (they say nothing about
-        the resource). ``on_poll(description)`` runs after every successful Describe (log tailing).
-        A failure state raises :class:`JobFailed`; ``timeout`` raises :class:`JobTimeout`.
+        The rules are :func:`hooks.waiting.waiting`'s (shared with the deferred trigger): transient errors
+        are retried with backoff, a failure state raises :class:`JobFailed`, ``timeout`` seconds raise
+        :class:`JobTimeout`. ``on_poll(description)`` runs after every successful Describe (log tailing).
         """
-        resource = RESOURCES[kind]
-        deadline = None if timeout is None else time.monotonic() + timeout
-        backoff = poll_interval
-        while True:
-            try:
-                desc = self.describe(kind, name)
-                backoff = poll_interval
-            except RequestRejected as err:
-                cause = err.__cause__
-                if not (isinstance(cause, ClientError) and _is_retryable(cause)):
-                    raise
-                backoff = min(backoff * 2, 60.0)
-                self.log.warning("%s was throttled or failed (%s); retrying in %.0fs", resource.describe,
-                                 err.code, backoff)
-                time.sleep(backoff)
-                continue
-            if desc is None:
-                raise RequestRejected(resource.describe, "ValidationException", f"{kind} {name} does not exist")
-            if on_poll is not None:
-                on_poll(desc)
-            outcome = resource.outcome(desc)
-            if outcome == "success":
-                return desc
-            if outcome == "failure":
-                status = desc.get(resource.status_key or "", "")
-                reason = desc.get(resource.reason_key)
-                if status == "Stopped" and not reason:
-                    reason = f"stopped ({desc.get('SecondaryStatus', 'Stopped')})"
-                hint = ("outputs and logs are kept; see the task log above" if kind == "TrainingJob" else
-                        f"its log is in /aws/sagemaker/{kind}s/{name}")
-                raise JobFailed(name, status, reason, hint=hint, what=_words(kind))
-            if deadline is not None and time.monotonic() > deadline:
-                raise JobTimeout(f"{kind} {name} did not finish within {timeout:.0f}s; it is still "
-                                 f"{desc.get(resource.status_key or '')}")
-            time.sleep(poll_interval)
+        deadline = None if timeout is None else time.time() + timeout
+        step = waiting(kind, name, poll_interval=poll_interval, deadline=deadline, on_poll=on_poll,
+                       warn=self.log.warning)
+        return run_sync(step, lambda: self.describe(kind, name))
 
     # ---------------------------------------------------------------- training
     def submit_training(self, plan: Any) -> tuple[dict[str, Any], bool]:
@@ -391,26 +359,34 @@ class SageMakerPyTorchHook(AwsBaseHook):
         timeout: float | None = None,
         log_sink: Callable[[str], None] | None = None,
         mask: Iterable[str] = (),
+        job_log: JobLog | None = None,
     ) -> dict[str, Any]:
-        """Poll until the job ends, streaming its CloudWatch logs; raise :class:`JobFailed` unless Completed.
+        """Poll until the job ends, streaming its CloudWatch logs; raise :class:`JobFailed` unless Completed
+        (its message ends with the last log lines).
 
-        Every string in ``mask`` is replaced by ``***`` in the streamed lines (secrets the job might print).
+        Every string in ``mask`` is replaced by ``***`` in the streamed lines (secrets the job might print);
+        ``job_log`` continues from a known position instead (a resumed task).
         """
-        sink = _masking(log_sink or self.log.info, mask)
-        tailer = LogTailer(self, name) if logs else None
+        if job_log is None and logs:
+            job_log = JobLog(self, name, log_sink or self.log.info, mask=mask)
         last_secondary: list[str | None] = [None]
 
         def on_poll(desc: dict[str, Any]) -> None:
-            if tailer is not None:
-                lines = tailer.drain() if desc["TrainingJobStatus"] in TERMINAL_STATES else tailer.poll()
-                for line in lines:
-                    sink(line)
+            if job_log is not None:
+                job_log.poll()
             secondary = desc.get("SecondaryStatus")
             if secondary != last_secondary[0]:
                 self.log.info("Training job %s: %s / %s", name, desc["TrainingJobStatus"], secondary)
                 last_secondary[0] = secondary
 
-        return self.wait_for("TrainingJob", name, poll_interval=poll_interval, timeout=timeout, on_poll=on_poll)
+        try:
+            return self.wait_for("TrainingJob", name, poll_interval=poll_interval, timeout=timeout,
+                                 on_poll=on_poll)
+        except JobFailed as err:
+            if job_log is None:
+                raise
+            raise JobFailed(err.job_name, err.status, err.reason + job_log.around_error(),
+                            hint=err.hint, what=err.what) from None
 
     # ---------------------------------------------------------------- hosting
     def plan_deploy(self, source: Any, deploy: Any, *, model_name: str | None = None,
@@ -590,7 +566,7 @@ class SageMakerPyTorchHook(AwsBaseHook):
         env = {**os.environ, ACCESS_KEY_ENV: self.conn_config.aws_access_key_id or "",
                SECRET_KEY_ENV: self.conn_config.aws_secret_access_key or ""}
         with open(log_path, "ab") as log_file:
-            subprocess.Popen(  # noqa: S603 - argv list, no shell
+            subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
                 env=env,
             )
@@ -633,25 +609,6 @@ def _mask(secret: str) -> None:
     mask_secret(secret)
 
 
-def _words(kind: str) -> str:
-    """``TrainingJob`` -> ``Training job``."""
-    out = "".join(f" {c.lower()}" if c.isupper() and i else c for i, c in enumerate(kind))
-    return out
-
-
-def _masking(sink: Callable[[str], None], mask: Iterable[str]) -> Callable[[str], None]:
-    secrets = sorted({s for s in mask if s}, key=len, reverse=True)
-    if not secrets:
-        return sink
-
-    def masked(line: str) -> None:
-        for secret in secrets:
-            line = line.replace(secret, "***")
-        sink(line)
-
-    return masked
-
-
 def _bucket_uri(bucket: str) -> str:
     if bucket.startswith(("file://", "s3://")):
         return bucket.rstrip("/")
@@ -660,16 +617,7 @@ def _bucket_uri(bucket: str) -> str:
 
 def _ping(endpoint: str) -> bool:
     try:
-        with urllib.request.urlopen(endpoint.rstrip("/") + "/ping", timeout=1.0) as response:  # noqa: S310
+        with urllib.request.urlopen(endpoint.rstrip("/") + "/ping", timeout=1.0) as response:
             return response.status == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
-
-
-def _snake(operation: str) -> str:
-    out = []
-    for i, ch in enumerate(operation):
-        if ch.isupper() and i:
-            out.append("_")
-        out.append(ch.lower())
-    return "".join(out)

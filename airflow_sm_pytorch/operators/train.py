@@ -17,13 +17,16 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_sm_pytorch._redact import redact, secrets
+from airflow_sm_pytorch.exceptions import RequestRejected
 from airflow_sm_pytorch.links import TrainingJobLink, TrainingLogsLink
+from airflow_sm_pytorch.operators.common import fail_fast, raise_for_event, trigger_for
 from airflow_sm_pytorch.operators.tagging import merge_tags, task_tags
 from airflow_sm_pytorch.specs import TrainingSpec
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_sm_pytorch.hooks.logs import JobLog
     from airflow_sm_pytorch.hooks.sagemaker_pytorch import SageMakerPyTorchHook
 
 #: The estimator's keyword arguments (plus ``inputs`` and ``job_name``) the operator accepts.
@@ -61,13 +64,26 @@ class PyTorchTrainOperator(BaseOperator):
 
     ``on_kill`` stops the job.
 
+    ``deferrable=True`` (default: Airflow's ``[operators] default_deferrable``) submits, then waits in the
+    triggerer holding no worker slot; on resume the task log gets every host's log lines since the last
+    position (at most ``resume_log_lines`` per host), and a user killing the deferred task stops the job
+    (Airflow >= 3.3). With ``wait=False`` there is nothing to wait for: the task ends once the job is
+    created, deferrable or not.
+
+    Bad input and requests SageMaker refuses as invalid fail the task without retrying; a Failed or
+    Stopped job is an ordinary failure, so a retry can train again.
+
     :param aws_conn_id: the AWS connection: AWS itself, or the local runtime (see the README).
     :param region_name: overrides the connection's region.
     :param wait: wait for the job to end (the SDK's ``fit(wait=...)``).
     :param logs: stream the job's CloudWatch logs into the task log while waiting (``True``/``"All"``),
         or not (``False``/``"None"``), as ``fit(logs=...)``.
     :param poll_interval: seconds between status checks.
-    :param max_ingestion_time: give up waiting after this many seconds (the job keeps running).
+    :param max_ingestion_time: give up waiting after this many seconds (the job keeps running); None (the
+        default) waits as long as the job runs.
+    :param deferrable: wait in the triggerer instead of a worker slot.
+    :param resume_log_lines: at most this many lines of each host's log are printed when a deferred task
+        resumes (None: all of them).
     :param spec: a :class:`TrainingSpec` (or dict) to start from; keyword arguments override it.
 
     Returns (XCom) a compact, JSON-safe summary: job name, ARN, status, ``S3ModelArtifacts``, billable
@@ -90,8 +106,12 @@ class PyTorchTrainOperator(BaseOperator):
         max_ingestion_time: float | None = None,
         spec: TrainingSpec | Mapping[str, Any] | None = None,
         if_job_exists: str = "reattach",
+        deferrable: bool | None = None,
+        resume_log_lines: int | None = 1000,
         **kwargs: Any,
     ) -> None:
+        from airflow_sm_pytorch.operators.common import check_limit, default_deferrable
+
         if if_job_exists not in IF_JOB_EXISTS:
             from airflow_sm_pytorch.exceptions import SpecError
 
@@ -105,8 +125,13 @@ class PyTorchTrainOperator(BaseOperator):
         self.wait = wait
         self.logs = logs not in (False, None, "None")
         self.poll_interval = poll_interval
-        self.max_ingestion_time = max_ingestion_time
+        self.max_ingestion_time = check_limit("max_ingestion_time", max_ingestion_time)
         self.if_job_exists = if_job_exists
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.resume_log_lines = resume_log_lines
+        if self.deferrable and not wait:
+            self.log.warning("%s: deferrable=True with wait=False: the task ends once the job is created "
+                             "(nothing is deferred)", self.task_id)
         self.job_name: str | None = None
 
     @cached_property
@@ -119,15 +144,12 @@ class PyTorchTrainOperator(BaseOperator):
         """The rendered estimator arguments as a spec (Jinja renders numbers to strings; undo that)."""
         return TrainingSpec.from_dict({k: _native(k, v) for k, v in self.estimator.items()})
 
+    @fail_fast
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow.sdk.log import mask_secret
-
         from airflow_sm_pytorch.builders.naming import task_job_name
 
         spec = self.build_spec()
-        hidden = list(secrets(spec.to_dict()))
-        for secret in hidden:
-            mask_secret(secret)
+        hidden = self._hide_secrets(spec)
         ti = context["ti"]
         base = spec.job_name or task_job_name(
             dag_id=ti.dag_id,
@@ -146,16 +168,66 @@ class PyTorchTrainOperator(BaseOperator):
         description, created = self.hook.submit_training(plan)
         self.log.info("%s training job %s", "Created" if created else "Attached to", self.job_name)
         self._persist_links(context)
-        if self.wait:
-            description = self.hook.wait_for_training_job(
-                self.job_name,
-                logs=self.logs,
-                poll_interval=self.poll_interval,
-                timeout=self.max_ingestion_time,
-                log_sink=JOB_LOG.info,
-                mask=hidden,
-            )
+        if not self.wait:
+            return summarize(description, created=created)
+        job_log = self._job_log(hidden)
+        if self.deferrable:
+            if job_log is not None:
+                job_log.poll()
+            self.defer(trigger=trigger_for(self, "TrainingJob", self.job_name, limit=self.max_ingestion_time,
+                                           stop_on_kill=True),
+                       method_name="execute_complete",
+                       kwargs={"job_name": self.job_name, "created": created,
+                               "log_tokens": job_log.tokens if job_log else None})
+        description = self.hook.wait_for_training_job(
+            self.job_name,
+            logs=self.logs,
+            poll_interval=self.poll_interval,
+            timeout=self.max_ingestion_time,
+            job_log=job_log,
+        )
         return summarize(description, created=created)
+
+    @fail_fast
+    def execute_complete(self, context: Context, event: dict[str, Any], job_name: str, created: bool,
+                         log_tokens: dict[str, str | None] | None = None) -> dict[str, Any]:
+        """The deferred task resumes: print the log since the last position, end as the job ended."""
+        from airflow_sm_pytorch.hooks.waiting import failure
+
+        self.job_name = job_name
+        job_log = self._job_log(self._hide_secrets(self.build_spec()), tokens=log_tokens)
+        description = self.hook.describe("TrainingJob", job_name)
+        if job_log is not None:
+            job_log.tail(self.resume_log_lines)
+        self.log.info("Training job %s: %s", job_name, event.get("message"))
+
+        def failed() -> Exception:
+            err = failure("TrainingJob", job_name, description or {"TrainingJobStatus": "Failed"})
+            if job_log is not None:
+                err = type(err)(err.job_name, err.status, err.reason + job_log.around_error(), hint=err.hint,
+                                what=err.what)
+            return err
+
+        raise_for_event(event, failed)
+        if description is None:
+            raise RequestRejected("DescribeTrainingJob", "ResourceNotFound", f"training job {job_name} no "
+                                  "longer exists")
+        return summarize(description, created=created)
+
+    def _hide_secrets(self, spec: TrainingSpec) -> list[str]:
+        from airflow.sdk.log import mask_secret
+
+        hidden = list(secrets(spec.to_dict()))
+        for secret in hidden:
+            mask_secret(secret)
+        return hidden
+
+    def _job_log(self, hidden: list[str], tokens: dict[str, str | None] | None = None) -> JobLog | None:
+        if not self.logs or not self.job_name:
+            return None
+        from airflow_sm_pytorch.hooks.logs import JobLog
+
+        return JobLog(self.hook, self.job_name, JOB_LOG.info, mask=hidden, tokens=tokens)
 
     def _job_for_this_try(self, base: str, try_number: int) -> str:
         """The job this try attaches to or creates (see ``if_job_exists``); one Describe per earlier try."""

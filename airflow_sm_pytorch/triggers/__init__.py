@@ -1,0 +1,1 @@
+"""Triggers: the deferred half of the operators and the sensor, run by Airflow's triggerer."""
