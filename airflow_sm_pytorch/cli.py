@@ -27,6 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "estimator + training_job_name, deploy (deploy kwargs), name, region, default_bucket, "
                         "default_bucket_prefix, local")
 
+    recipe = plan_kinds.add_parser("recipe", help="the CreateTrainingJob request of a HyperPod recipe job "
+                                   "(PyTorch(training_recipe=..., recipe_overrides=...))")
+    recipe.add_argument("--spec", required=True, help="JSON or YAML file: training_recipe, recipe_overrides, "
+                        "estimator kwargs, inputs, job_name, region, default_bucket, recipes_dir, adapter_dir, "
+                        "neuron_dir")
+    recipe.add_argument("--show-recipe", action="store_true", help="also print the resolved recipe (secrets "
+                        "masked), each overridden key marked")
+
     local = commands.add_parser("local", help="the local SageMaker-compatible runtime")
     local_cmds = local.add_subparsers(dest="local_command", required=True)
     serve = local_cmds.add_parser("serve", help="serve the SageMaker and CloudWatch Logs APIs on this machine")

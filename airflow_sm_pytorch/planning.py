@@ -1,4 +1,4 @@
-"""``airflow-sm-pytorch plan train|deploy --spec F``: print the exact requests and uploads; send nothing.
+"""``airflow-sm-pytorch plan train|deploy|recipe --spec F``: print the exact requests and uploads; send nothing.
 
 The spec file (``.json``: read by the json module; otherwise YAML, with YAML 1.2's numbers, so that
 ``lr: 1e-5`` is a float as in Python) holds the ``PyTorch`` estimator's keyword arguments plus ``inputs`` and
@@ -6,6 +6,14 @@ The spec file (``.json``: read by the json module; otherwise YAML, with YAML 1.2
 ``AWS_DEFAULT_REGION``), ``default_bucket``, ``default_bucket_prefix`` and ``local``. Relative paths
 (``entry_point``, ``source_dir``, ``dependencies``, local inputs) are resolved against the current
 directory, as with the SDK.
+
+``plan recipe``'s spec file holds ``PyTorch(training_recipe=..., recipe_overrides=...)``'s keyword arguments
+(and ``ModelTrainer.from_recipe``'s ``compute``, ``requirements``, ``training_image``), ``inputs``,
+``job_name``, the session keys, and where recipes and launchers come from: ``recipes_dir`` (a pinned
+checkout of sagemaker-hyperpod-recipes, for recipes by name), ``adapter_dir`` (GPU launcher checkout) and
+``neuron_dir`` (Trainium). Without the launcher checkout it still prints the request, names the entry point
+and says what the upload would add. ``--show-recipe`` also prints the resolved recipe (secrets masked),
+each overridden key marked ``# overridden``.
 
 ``plan deploy``'s spec file holds ``model`` (``PyTorchModel`` arguments) or ``estimator`` (``PyTorch``
 arguments) with ``training_job_name`` (the job whose output is deployed, derived offline as ``fit`` would
@@ -201,6 +209,47 @@ def build_deploy(data: dict[str, Any]) -> Any:
     return build(_account_bucket(region))
 
 
+RECIPE_SETTINGS = ("recipes_dir", "adapter_dir", "neuron_dir")
+
+
+class RecipePlanView:
+    """What ``plan recipe`` prints: the training plan, plus where the recipe and launcher come from."""
+
+    def __init__(self, plan: Any, recipe: Any) -> None:
+        self.plan = plan
+        self.recipe = recipe
+        self.warnings = tuple(recipe.warnings) + tuple(getattr(plan, "warnings", ()))
+
+    def to_json(self) -> dict[str, Any]:
+        recipe = self.recipe
+        launcher: dict[str, Any] = {"entry_point": recipe.entry_point, "from": recipe.launcher_dir,
+                                    "adds": recipe.adds()}
+        if recipe.launcher_missing:
+            launcher["missing"] = recipe.launcher_missing
+        return {**self.plan.to_json(), "recipe": {
+            "name": recipe.recipe.name, "source": recipe.recipe.source, "file": recipe.recipe.file_name,
+            "device": recipe.device, "overridden": list(recipe.recipe.overridden), "launcher": launcher}}
+
+
+def build_recipe(data: dict[str, Any]) -> RecipePlanView:
+    """Spec-file contents (``PyTorch(training_recipe=...)`` kwargs, session keys, ``recipes_dir``,
+    ``adapter_dir``, ``neuron_dir``) -> the plan of the job the SDK would start (a URL recipe is fetched)."""
+    import tempfile
+
+    from airflow_sm_pytorch.builders.recipes import Launchers, RecipeSpec, plan_recipe
+    from airflow_sm_pytorch.recipe_fetch import fetch_https
+
+    data = dict(data)
+    settings = {k: data.pop(k) for k in RECIPE_SETTINGS if k in data}
+    session = {k: data.pop(k) for k in ("region", "default_bucket", "default_bucket_prefix", "local") if k in data}
+    region = _region(dict(session))
+    recipe = plan_recipe(RecipeSpec.from_dict(data), Launchers.first(settings), region=region, fetch=fetch_https)
+    with tempfile.TemporaryDirectory(prefix="sm-recipe-plan-") as staged:
+        training = recipe.stage(staged, placeholder=True)  # an empty entry point stands in for a missing one
+        plan = build_plan({**training.to_dict(), **session, "region": region})
+    return RecipePlanView(plan, recipe)
+
+
 def _paragraph(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -213,7 +262,9 @@ def plan_main(args: Any) -> int:
         data = load_spec(args.spec)
         with warnings.catch_warnings():  # the plan's own warnings are printed below, once
             warnings.simplefilter("ignore")
-            plan = build_deploy(data) if getattr(args, "kind", "train") == "deploy" else build_plan(data)
+            builder = {"deploy": build_deploy, "recipe": build_recipe}.get(getattr(args, "kind", "train"),
+                                                                           build_plan)
+            plan = builder(data)
     except SpecError as exc:
         print(f"error: {_paragraph(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -230,4 +281,8 @@ def plan_main(args: Any) -> int:
     for note in getattr(plan, "warnings", ()):
         print(f"warning: {_paragraph(note)}", file=sys.stderr)
     print(json.dumps(plan.to_json(), indent=2))
+    if getattr(args, "show_recipe", False):
+        print(f"# resolved recipe {plan.recipe.recipe.file_name} (secrets masked; '# overridden': set by "
+              "recipe_overrides)")
+        print(plan.recipe.recipe.shown(mark=True))
     return 0
