@@ -35,12 +35,24 @@ def __getattr__(name: str) -> Any:
 
 
 def get_provider_info() -> dict[str, Any]:
-    """What ``airflow providers list`` shows (entry point group ``apache_airflow_provider``)."""
-    return {
+    """What ``airflow providers list`` shows (entry point group ``apache_airflow_provider``).
+
+    ``documentation-url``: the project has no public web page yet, so it is the README (which links
+    ``docs/connection.md``, the connection's extra) of the checkout this package is installed from, as a
+    ``file://`` URI; it is left out when these files are not there (a wheel install). Airflow 3.3 replaces the
+    value with the distribution's ``Project-URL: Documentation`` (none yet) when it lists providers.
+    """
+    from pathlib import Path
+
+    checkout = Path(__file__).resolve().parent.parent
+    readme = checkout / "README.md"
+    info: dict[str, Any] = {
         "package-name": "airflow-sm-pytorch",
         "name": "SageMaker PyTorch",
-        "description": "Train PyTorch models on Amazon SageMaker and deploy them to endpoints, or do both on a "
-        "local SageMaker-compatible runtime with no AWS account.",
+        "description": "Train PyTorch models on Amazon SageMaker (PyTorchTrainOperator) and deploy them to "
+        "endpoints (DeployOperator, DeleteEndpointOperator, PyTorchPredictor), on AWS or on a local "
+        "SageMaker-compatible runtime that needs no AWS account (an AWS connection whose extra has "
+        "sm_pytorch.local_runtime).",
         "versions": [__version__],
         "integrations": [
             {
@@ -66,3 +78,6 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
     }
+    if readme.is_file() and (checkout / "docs" / "connection.md").is_file():
+        info["documentation-url"] = readme.as_uri()
+    return info
