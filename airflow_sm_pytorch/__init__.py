@@ -15,6 +15,8 @@ _LAZY = {
     "PyTorchTrainOperator": "airflow_sm_pytorch.operators.train",
     "DeployOperator": "airflow_sm_pytorch.operators.deploy",
     "DeleteEndpointOperator": "airflow_sm_pytorch.operators.deploy",
+    "AttachSensor": "airflow_sm_pytorch.sensors.attach",
+    "SageMakerPyTorchTrigger": "airflow_sm_pytorch.triggers.sagemaker_pytorch",
     "PyTorchPredictor": "airflow_sm_pytorch.predictor",
     "SageMakerPyTorchHook": "airflow_sm_pytorch.hooks.sagemaker_pytorch",
     "TrainingSpec": "airflow_sm_pytorch.specs",

@@ -156,6 +156,31 @@ def trained_model(description: Mapping[str, Any], *, tags: Any = None) -> Traine
     return TrainedModel(model, base_from_name(job), tags)
 
 
+def attach_params(description: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``PyTorch.attach(job)`` recovers from ``DescribeTrainingJob`` (§A4.3): the framework and Python
+    versions read from the image, the entry point and source dir, and every hyperparameter JSON-decoded
+    (``_tuning_objective_metric`` stays a string, as the SDK keeps it). Jobs that are not script-mode
+    PyTorch jobs give None where the SDK would fail."""
+    job = description.get("TrainingJobName", "")
+    image = (description.get("AlgorithmSpecification") or {}).get("TrainingImage") or ""
+    try:
+        framework_version, py_version = framework_from_image(image, job)
+    except SpecError:
+        framework_version, py_version = None, None
+    decoded: dict[str, Any] = {}
+    for key, value in (description.get("HyperParameters") or {}).items():
+        if key == "_tuning_objective_metric":
+            decoded[key] = value.strip('"') if value.startswith('"') and value.endswith('"') else value
+            continue
+        try:
+            decoded[key] = json.loads(value)
+        except ValueError:
+            decoded[key] = value
+    return {"FrameworkVersion": framework_version, "PyVersion": py_version,
+            "EntryPoint": decoded.get(hp.SCRIPT_PARAM_NAME), "SourceDir": decoded.get(hp.DIR_PARAM_NAME),
+            "HyperParameters": decoded}
+
+
 #: ``sagemaker.utils.ECR_URI_PATTERN`` and ``fw_utils.framework_name_from_image``'s name pattern.
 _ECR_URI = re.compile(r"^(\d+)(\.)dkr(\.)ecr(\.)(.+)(\.)(.*)(/)(.*:.*)$")
 _FRAMEWORK_IMAGE = re.compile(

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from airflow_sm_pytorch.exceptions import RequestRejected
+from airflow_sm_pytorch.exceptions import JobFailed, RequestRejected
 from airflow_sm_pytorch.hooks.errors import code as _code
 from airflow_sm_pytorch.hooks.errors import is_retryable as _is_retryable
 from airflow_sm_pytorch.hooks.errors import message as _message
@@ -17,8 +17,11 @@ if TYPE_CHECKING:
     from airflow_sm_pytorch.hooks.sagemaker_pytorch import SageMakerPyTorchHook
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
-#: How many of the last log lines a failure message quotes.
-ERROR_CONTEXT_LINES = 15
+#: A failure message quotes the job's last traceback with this many lines before it and at most
+#: ``ERROR_CONTEXT_LINES`` in all (the last lines when there is no traceback).
+ERROR_CONTEXT_LINES = 25
+_BEFORE_TRACEBACK = 3
+_SCANNED_LINES = 2000
 
 
 class LogTailer:
@@ -100,16 +103,16 @@ class LogTailer:
 
 
 class JobLog:
-    """Prints a training job's log lines to ``sink`` with secrets masked, remembering the last ones for a
-    failure message. Its position (``tokens``) is plain JSON: a deferred task or a rescheduled sensor
-    carries it across resumes, so no line is lost or repeated."""
+    """Prints a training job's log lines to ``sink`` with secrets masked, and quotes them in a failure.
+
+    Its position (``tokens``) is plain JSON: a deferred task or a rescheduled sensor carries it across
+    resumes, so no line is lost or repeated."""
 
     def __init__(self, hook: SageMakerPyTorchHook, job_name: str, sink: Callable[[str], None], *,
                  mask: Iterable[str] = (), tokens: Mapping[str, str | None] | None = None) -> None:
         self.tailer = LogTailer(hook, job_name, dict(tokens or {}))  # type: ignore[arg-type]
         self.sink = sink
         self.secrets = sorted({s for s in mask if s}, key=len, reverse=True)
-        self.last: collections.deque[str] = collections.deque(maxlen=ERROR_CONTEXT_LINES)
 
     @property
     def tokens(self) -> dict[str, str | None]:
@@ -119,7 +122,6 @@ class JobLog:
         for line in lines:
             for secret in self.secrets:
                 line = line.replace(secret, "***")
-            self.last.append(line)
             self.sink(line)
 
     def poll(self) -> None:
@@ -128,6 +130,18 @@ class JobLog:
     def tail(self, limit: int | None) -> None:
         self.print(self.tailer.tail(limit))
 
-    def around_error(self) -> str:
-        """The last lines printed, for a failure message."""
-        return ("; last log lines:\n" + "\n".join(self.last)) if self.last else ""
+    def annotated(self, err: JobFailed) -> JobFailed:
+        """``err`` with the lines around the error appended to its reason: from just before the job's last
+        traceback (else its last lines), read afresh from the start of its log, so it does not matter how
+        much of the log this task has printed or when."""
+        lines: collections.deque[str] = collections.deque(maxlen=_SCANNED_LINES)
+        lines.extend(LogTailer(self.tailer.hook, self.tailer.job_name).poll())
+        found = [i for i, line in enumerate(lines) if "Traceback (most recent call last)" in line]
+        first = max(0, found[-1] - _BEFORE_TRACEBACK) if found else max(0, len(lines) - ERROR_CONTEXT_LINES)
+        quoted = list(lines)[first:first + ERROR_CONTEXT_LINES]
+        if not quoted:
+            return err
+        for secret in self.secrets:
+            quoted = [line.replace(secret, "***") for line in quoted]
+        reason = err.reason + "; log lines around the error:\n" + "\n".join(quoted)
+        return JobFailed(err.job_name, err.status, reason, hint=err.hint, what=err.what)

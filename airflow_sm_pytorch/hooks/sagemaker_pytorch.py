@@ -383,10 +383,7 @@ class SageMakerPyTorchHook(AwsBaseHook):
             return self.wait_for("TrainingJob", name, poll_interval=poll_interval, timeout=timeout,
                                  on_poll=on_poll)
         except JobFailed as err:
-            if job_log is None:
-                raise
-            raise JobFailed(err.job_name, err.status, err.reason + job_log.around_error(),
-                            hint=err.hint, what=err.what) from None
+            raise (job_log or JobLog(self, name, _silent, mask=mask)).annotated(err) from None
 
     # ---------------------------------------------------------------- hosting
     def plan_deploy(self, source: Any, deploy: Any, *, model_name: str | None = None,
@@ -598,6 +595,10 @@ def _local_runtime(settings: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out["allow_paths"], str):
         out["allow_paths"] = [out["allow_paths"]]
     return out
+
+
+def _silent(line: str) -> None:
+    """A log sink that prints nothing."""
 
 
 def _mask(secret: str) -> None:

@@ -192,6 +192,7 @@ class PyTorchTrainOperator(BaseOperator):
     def execute_complete(self, context: Context, event: dict[str, Any], job_name: str, created: bool,
                          log_tokens: dict[str, str | None] | None = None) -> dict[str, Any]:
         """The deferred task resumes: print the log since the last position, end as the job ended."""
+        from airflow_sm_pytorch.hooks.logs import JobLog
         from airflow_sm_pytorch.hooks.waiting import failure
 
         self.job_name = job_name
@@ -203,10 +204,7 @@ class PyTorchTrainOperator(BaseOperator):
 
         def failed() -> Exception:
             err = failure("TrainingJob", job_name, description or {"TrainingJobStatus": "Failed"})
-            if job_log is not None:
-                err = type(err)(err.job_name, err.status, err.reason + job_log.around_error(), hint=err.hint,
-                                what=err.what)
-            return err
+            return (job_log or JobLog(self.hook, job_name, str)).annotated(err)
 
         raise_for_event(event, failed)
         if description is None:

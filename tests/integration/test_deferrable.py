@@ -84,7 +84,7 @@ def test_deferred_failure_fails_with_the_reason_and_the_lines_around_the_error(l
     with pytest.raises(JobFailed) as err:  # an ordinary failure: a retry may train again
         _operator(local_conn, src).execute_complete(_context(), event, **deferred.kwargs)
     assert err.value.status == "Failed"
-    assert "ValueError: bad learning rate: -1" in str(err.value) and "last log lines" in str(err.value)
+    assert "ValueError: bad learning rate: -1" in str(err.value) and "log lines around the error" in str(err.value)
 
 
 def test_a_killed_deferred_task_stops_its_job(local_conn, tmp_path):

@@ -18,6 +18,8 @@ def test_operator_import_pulls_in_no_heavy_module():
     assert _loaded_after("import airflow_sm_pytorch.operators.train") == []
     assert _loaded_after("import airflow_sm_pytorch.operators.deploy") == []
     assert _loaded_after("import airflow_sm_pytorch.predictor") == []
+    assert _loaded_after("import airflow_sm_pytorch.sensors.attach") == []
+    assert _loaded_after("import airflow_sm_pytorch.triggers.sagemaker_pytorch") == []
     assert _loaded_after("import airflow_sm_pytorch.operators.recipe") == []
 
 

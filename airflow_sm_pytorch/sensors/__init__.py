@@ -1,0 +1,1 @@
+"""Sensors: waiting for SageMaker resources this DAG did not start."""
