@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_sm_pytorch.operators.common import fail_fast, raise_for_event, trigger_for
 from airflow_sm_pytorch.operators.tagging import merge_tags, task_tags
 from airflow_sm_pytorch.specs import DeploySpec, ModelSpec
 
@@ -49,6 +50,10 @@ class DeployOperator(BaseOperator):
     ``on_kill`` leaves the endpoint alone: its creation goes on (on SageMaker as locally) and a retry
     attaches to it; delete it with :class:`DeleteEndpointOperator`.
 
+    ``deferrable=True`` (default: Airflow's ``[operators] default_deferrable``) sends the requests, then
+    waits for InService in the triggerer; ``max_wait`` (seconds; None: as long as it takes) bounds the
+    wait. Bad input and requests SageMaker refuses as invalid fail without retrying.
+
     Returns (XCom) ``{"EndpointName", "EndpointArn", "EndpointStatus", "ModelName", "EndpointConfigName",
     "ModelDataUrl", "Image"}``.
     """
@@ -59,7 +64,9 @@ class DeployOperator(BaseOperator):
 
     def __init__(self, *, training_job: str | Mapping[str, Any] | None = None, aws_conn_id: str | None = "aws_default",
                  region_name: str | None = None, wait: bool = True, poll_interval: float = 10.0,
-                 max_wait: float | None = None, **kwargs: Any) -> None:
+                 max_wait: float | None = None, deferrable: bool | None = None, **kwargs: Any) -> None:
+        from airflow_sm_pytorch.operators.common import check_limit, default_deferrable
+
         arguments = {name: kwargs.pop(name) for name in list(kwargs) if name in MODEL_ARGS | DEPLOY_ARGS}
         super().__init__(**kwargs)
         self.training_job = training_job
@@ -68,7 +75,8 @@ class DeployOperator(BaseOperator):
         self.region_name = region_name
         self.wait = wait
         self.poll_interval = poll_interval
-        self.max_wait = max_wait
+        self.max_wait = check_limit("max_wait", max_wait)
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
 
     @cached_property
     def hook(self) -> SageMakerPyTorchHook:
@@ -88,6 +96,7 @@ class DeployOperator(BaseOperator):
             return TrainedModel(model=merged, base_name=trained.base_name, tags=trained.tags)
         return ModelSpec.from_dict(model_args)
 
+    @fail_fast
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_sm_pytorch.builders.naming import task_job_name
 
@@ -107,8 +116,9 @@ class DeployOperator(BaseOperator):
         for note in plan.warnings:
             self.log.warning("%s", note)
         self.log.info("Deploy requests:\n%s", json.dumps(plan.to_json(), indent=2, default=str))
-        description, changed = self.hook.deploy(plan, wait=self.wait, poll_interval=self.poll_interval,
-                                                timeout=self.max_wait)
+        defer = self.wait and self.deferrable
+        description, changed = self.hook.deploy(plan, wait=self.wait and not defer,
+                                                poll_interval=self.poll_interval, timeout=self.max_wait)
         container = plan.create_model.get("PrimaryContainer") or {}
         result = {
             "EndpointName": endpoint,
@@ -120,7 +130,26 @@ class DeployOperator(BaseOperator):
             "Image": container.get("Image"),
             "Changed": changed,
         }
-        return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in result.items()}
+        if defer:
+            self.defer(trigger=trigger_for(self, "Endpoint", endpoint, limit=self.max_wait, stop_on_kill=False),
+                       method_name="execute_complete", kwargs={"result": _json_safe(result)})
+        return _json_safe(result)
+
+    @fail_fast
+    def execute_complete(self, context: Context, event: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+        """The deferred task resumes: the endpoint is InService, or the task fails with its FailureReason."""
+        from airflow_sm_pytorch.hooks.waiting import failure
+
+        name = result["EndpointName"]
+        description = self.hook.describe("Endpoint", name) or {"EndpointStatus": "Failed"}
+        self.log.info("Endpoint %s: %s", name, event.get("message"))
+        raise_for_event(event, lambda: failure("Endpoint", name, description))
+        return _json_safe({**result, "EndpointArn": description.get("EndpointArn"),
+                           "EndpointStatus": description.get("EndpointStatus")})
+
+
+def _json_safe(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in result.items()}
 
 
 class DeleteEndpointOperator(BaseOperator):
@@ -139,6 +168,7 @@ class DeleteEndpointOperator(BaseOperator):
         self.aws_conn_id = aws_conn_id
         self.region_name = region_name
 
+    @fail_fast
     def execute(self, context: Context) -> list[str]:
         from airflow_sm_pytorch.hooks.sagemaker_pytorch import SageMakerPyTorchHook
 

@@ -88,3 +88,29 @@ def test_a_name_that_renders_empty_is_refused_naming_the_field(local_conn, name)
 def test_the_default_timeout_is_the_longest_job_not_a_hidden_week():
     assert AttachSensor(task_id="a", training_job_name="j").timeout == 56 * 24 * 3600
     assert AttachSensor(task_id="a", training_job_name="j", timeout=60).timeout == 60
+
+
+def test_an_attached_jobs_model_deploys_deferred_from_the_sensors_xcom(local_conn, tmp_path):
+    import numpy as np
+
+    from airflow_sm_pytorch.operators.deploy import DeleteEndpointOperator, DeployOperator
+    from airflow_sm_pytorch.predictor import PyTorchPredictor
+    from tests.integration.test_deploy_local import TRAIN
+
+    name = _start(local_conn, tmp_path, body=TRAIN)
+    sensor = AttachSensor(task_id="attach", training_job_name=name, aws_conn_id=local_conn, poke_interval=0.1,
+                          deferrable=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(_context())
+    attached = sensor.execute_complete(_context(), _first_event(deferred.value.trigger), **deferred.value.kwargs)
+    deploy = DeployOperator(task_id="deploy", aws_conn_id=local_conn, training_job=attached, instance_type="local",
+                            initial_instance_count=1, poll_interval=0.3, deferrable=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        deploy.execute(_context())
+    trigger = _round_trip(deferred.value.trigger)
+    assert (trigger.kind, trigger.stop_on_kill) == ("Endpoint", False)
+    result = deploy.execute_complete(_context(), _first_event(trigger), **deferred.value.kwargs)
+    assert result["EndpointStatus"] == "InService" and result["Image"].endswith("pytorch-inference:2.6.0-cpu-py312")
+    got = PyTorchPredictor(result["EndpointName"], aws_conn_id=local_conn).predict(np.ones((1, 2), np.float32))
+    assert got.shape == (1, 1)
+    DeleteEndpointOperator(task_id="teardown", aws_conn_id=local_conn, endpoint=result).execute(_context())
