@@ -16,6 +16,8 @@ _LAZY = {
     "DeployOperator": "airflow_sm_pytorch.operators.deploy",
     "DeleteEndpointOperator": "airflow_sm_pytorch.operators.deploy",
     "AttachSensor": "airflow_sm_pytorch.sensors.attach",
+    "RecipeTrainOperator": "airflow_sm_pytorch.operators.recipe",
+    "RecipeSpec": "airflow_sm_pytorch.builders.recipes",
     "SageMakerPyTorchTrigger": "airflow_sm_pytorch.triggers.sagemaker_pytorch",
     "PyTorchPredictor": "airflow_sm_pytorch.predictor",
     "SageMakerPyTorchHook": "airflow_sm_pytorch.hooks.sagemaker_pytorch",

@@ -26,7 +26,7 @@ from pathlib import Path
 import pendulum
 from airflow.sdk import DAG, Param, task
 
-from airflow_sm_pytorch.operators.recipe import RecipeTrainOperator
+from airflow_sm_pytorch import RecipeTrainOperator
 
 CONN_ID = "sm_pytorch"
 HERE = Path(__file__).parent

@@ -108,7 +108,14 @@ class RecipeTrainOperator(PyTorchTrainOperator):
         try:
             return super().execute(context)
         finally:
-            self._cleanup()  # the staged code is uploaded (or the task failed): drop it
+            self._cleanup()  # the staged code is uploaded, the task deferred or failed: drop it
+
+    def execute_complete(self, context: Context, event: dict[str, Any], job_name: str, created: bool,
+                         log_tokens: dict[str, str | None] | None = None) -> dict[str, Any]:
+        try:
+            return super().execute_complete(context, event, job_name, created, log_tokens)
+        finally:
+            self._cleanup()  # resuming re-resolves the recipe (for its secrets); nothing is uploaded
 
     def _cleanup(self) -> None:
         if self._staging is not None:

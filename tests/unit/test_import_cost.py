@@ -26,12 +26,16 @@ def test_operator_import_pulls_in_no_heavy_module():
 def test_public_names_and_dag_objects_are_cheap():
     code = (
         "import airflow_sm_pytorch\n"
-        "from airflow_sm_pytorch import DeleteEndpointOperator, DeployOperator, PyTorchTrainOperator, TrainingSpec\n"
+        "from airflow_sm_pytorch import (AttachSensor, DeleteEndpointOperator, DeployOperator, "
+        "PyTorchTrainOperator, RecipeTrainOperator, TrainingSpec)\n"
         "from airflow.sdk import DAG\n"
         "with DAG('d', schedule=None):\n"
         "    t = PyTorchTrainOperator(task_id='t', entry_point='train.py', instance_type='local')\n"
         "    d = DeployOperator(task_id='d', training_job=t.output, instance_type='local')\n"
         "    DeleteEndpointOperator(task_id='x', endpoint=d.output)\n"
+        "    a = AttachSensor(task_id='a', training_job_name='j', deferrable=True, mode='reschedule')\n"
+        "    r = RecipeTrainOperator(task_id='r', training_recipe='fine-tuning/llama/x', instance_type='local',\n"
+        "                            recipe_overrides={'trainer': {'max_steps': 2}})\n"
     )
     assert _loaded_after(code) == []
 
