@@ -10,6 +10,9 @@ from pathlib import Path
 DEFAULT_PORT = 8787
 DEFAULT_HOST = "127.0.0.1"
 ROOT_ENV = "SM_PYTORCH_LOCAL_ROOT"
+#: ``AFTER[xTIMES]``: spot interruptions every managed spot job of the runtime rehearses, unless its tag
+#: says otherwise (``local serve --spot-interruptions`` wins over it; see ``local/training/spot.py``).
+SPOT_INTERRUPTIONS_ENV = "SM_PYTORCH_LOCAL_SPOT_INTERRUPTIONS"
 
 
 def default_root() -> Path:

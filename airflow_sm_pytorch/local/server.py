@@ -60,8 +60,9 @@ _DISCARD = 512 * 1024 * 1024
 
 
 def create_app(root: Path, *, keys: Keys, allowed_hosts: Iterable[str] = (),
-               allowed_paths: Iterable[Path] = ()) -> Any:
-    """The starlette application for ``root`` (the store is opened, and orphaned jobs failed, now)."""
+               allowed_paths: Iterable[Path] = (), spot_interruptions: Any = None) -> Any:
+    """The starlette application for ``root`` (the store is opened, and orphaned jobs failed, now).
+    ``spot_interruptions``: what every managed spot job rehearses unless its tag says otherwise."""
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
@@ -70,6 +71,7 @@ def create_app(root: Path, *, keys: Keys, allowed_hosts: Iterable[str] = (),
 
     store = Store(root)
     api = Api(store, root, allowed_paths=allowed_paths)
+    api.training.spot_interruptions = spot_interruptions
     reaped = api.reap_all()
     if reaped:
         log.warning("marked %d job(s) Failed whose supervisor had exited", reaped)
@@ -247,8 +249,12 @@ def serve_main(args: Any) -> int:
         return fail(str(exc))
     try:
         paths = allowed_paths(getattr(args, "allow_path", None) or ())
+        interruptions = _spot_interruptions(args)
     except ValueError as exc:
         return fail(str(exc))
+    if interruptions is not None:
+        log.info("every managed spot training job is interrupted %s (AFTER seconds into Training x TIMES), "
+                 "unless its tag says otherwise", interruptions)
     if not is_loopback_host(host):
         log.warning("listening on %s: every machine that reaches this address can send requests signed with "
                     "the runtime's keys; keep the port off untrusted networks", host)
@@ -260,7 +266,7 @@ def serve_main(args: Any) -> int:
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
     try:
         app = create_app(root, keys=keys, allowed_hosts=getattr(args, "allowed_host", None) or (),
-                         allowed_paths=paths)
+                         allowed_paths=paths, spot_interruptions=interruptions)
     except StoreError as exc:
         sock.close()
         return fail(str(exc))
@@ -286,6 +292,18 @@ def serve_main(args: Any) -> int:
         _remove_server_json(server_json)
         sock.close()
     return 0
+
+
+def _spot_interruptions(args: Any) -> Any:
+    """``--spot-interruptions``, else ``$SM_PYTORCH_LOCAL_SPOT_INTERRUPTIONS``: parsed, or None."""
+    from airflow_sm_pytorch.local.config import SPOT_INTERRUPTIONS_ENV
+    from airflow_sm_pytorch.local.training.spot import parse
+
+    flag = getattr(args, "spot_interruptions", None)
+    if flag is not None:
+        return parse(flag, "--spot-interruptions")
+    value = os.environ.get(SPOT_INTERRUPTIONS_ENV, "").strip()
+    return parse(value, f"${SPOT_INTERRUPTIONS_ENV}") if value else None
 
 
 def _running(root: Path) -> dict[str, Any] | None:

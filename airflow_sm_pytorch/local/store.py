@@ -156,7 +156,7 @@ class Store:
             self.db.execute("BEGIN IMMEDIATE")
             return self.db
 
-        def __exit__(self, kind: Any, *_: Any) -> None:
+        def __exit__(self, kind: Any, *_: object) -> None:
             self.db.execute("COMMIT" if kind is None else "ROLLBACK")
 
     def _tx(self) -> Store._Tx:
@@ -282,8 +282,9 @@ class Store:
     def finish(self, name: str, *, status: str, secondary_status: str, failure_reason: str | None = None,
                model_artifacts: str | None = None, final_metrics: Iterable[dict[str, Any]] = (),
                training_start_time: float | None = None, training_end_time: float | None = None,
-               message: str | None = None) -> bool:
-        """Record the end of a job that is still InProgress; False if it had already ended."""
+               message: str | None = None, billable_seconds: int | None = None) -> bool:
+        """Record the end of a job that is still InProgress; False if it had already ended. BillableTimeInSeconds
+        is the training time unless ``billable_seconds`` says less (managed spot training)."""
         now = _now()
         with self._tx() as db:
             row = db.execute("SELECT status, training_start_time, creation_time FROM jobs WHERE name = ?",
@@ -293,6 +294,7 @@ class Store:
             start = round(training_start_time, 3) if training_start_time else row["training_start_time"]
             end = round(training_end_time, 3) if training_end_time else now
             seconds = max(1, math.ceil(end - start)) if start is not None else None
+            billable = seconds if billable_seconds is None or seconds is None else min(seconds, billable_seconds)
             message = message or _final_message(secondary_status, failure_reason)
             self._transition(db, name, secondary_status, message, now, final=True)
             db.execute(
@@ -301,7 +303,7 @@ class Store:
                 " billable_seconds = ?, last_modified_time = ?, process_group = NULL,"
                 " process_group_start = NULL WHERE name = ?",
                 (status, secondary_status, failure_reason, model_artifacts, json.dumps(list(final_metrics)),
-                 start, end, seconds, seconds, now, name),
+                 start, end, seconds, billable, now, name),
             )
         return True
 
@@ -471,6 +473,7 @@ def _final_message(secondary: str, reason: str | None) -> str:
         "Completed": "Training job completed",
         "Stopped": "Training job stopped",
         "MaxRuntimeExceeded": "Training job stopped: it exceeded MaxRuntimeInSeconds",
+        "MaxWaitTimeExceeded": "Training job stopped: it exceeded MaxWaitTimeInSeconds",
         "Failed": f"Training job failed: {reason}" if reason else "Training job failed",
     }.get(secondary, secondary)
 

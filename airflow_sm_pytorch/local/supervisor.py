@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m airflow_sm_pytorch.local.supervisor")
     parser.add_argument("--root", required=True)
     parser.add_argument("--job", required=True)
+    parser.add_argument("--spot-interruptions", default=None,
+                        help="AFTER[xTIMES]: rehearse spot interruptions (a spot job only; see training/spot.py)")
     args = parser.parse_args(argv)
 
     from airflow_sm_pytorch.local.store import Store, process_start
@@ -216,8 +218,13 @@ def main(argv: list[str] | None = None) -> int:
         job_dir.mkdir(parents=True, exist_ok=True)
         events = JobEvents(log=writer.log, status=status, stop_requested=stop_requested,
                            started=groups.started, exited=groups.exited)
+        from airflow_sm_pytorch.local.training.spot import parse
+
+        interruptions = parse(args.spot_interruptions) if args.spot_interruptions else None
+        if interruptions is not None:
+            _say(f"spot interruptions rehearsed: {interruptions}")
         result = run_training_job(job["request"], job_dir, events, storage=Storage(),
-                                  cache_dir=root / "venvs")
+                                  cache_dir=root / "venvs", interruptions=interruptions)
         outcome = {
             "status": result.status,
             "secondary_status": result.secondary_status,
@@ -226,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             "final_metrics": result.final_metrics or [],
             "training_start_time": result.training_start_time,
             "training_end_time": result.training_end_time,
+            "billable_seconds": result.billable_seconds,
         }
     except BaseException as exc:  # noqa: BLE001 - whatever happens, the job must end with a reason
         traceback.print_exc()

@@ -18,8 +18,17 @@ from typing import Any
 
 from airflow_sm_pytorch.local.config import is_within
 from airflow_sm_pytorch.local.protocol import ACCOUNT, ApiError, page_offset, page_token
-from airflow_sm_pytorch.local.store import (JOB_MARKER, JobExists, Store, job_marker, kill_marked,
-                                            kill_process_group, process_alive, process_start)
+from airflow_sm_pytorch.local.store import (
+    JOB_MARKER,
+    JobExists,
+    Store,
+    job_marker,
+    kill_marked,
+    kill_process_group,
+    process_alive,
+    process_start,
+)
+from airflow_sm_pytorch.local.training import spot
 from airflow_sm_pytorch.local.training.contract import check_program
 from airflow_sm_pytorch.storage import parse_uri
 
@@ -44,9 +53,13 @@ def _epoch(value: Any) -> float:
 
 
 class TrainingJobs:
-    def __init__(self, store: Store, root: Path, allowed_paths: Iterable[Path] = ()) -> None:
+    def __init__(self, store: Store, root: Path, allowed_paths: Iterable[Path] = (),
+                 spot_interruptions: spot.SpotInterruptions | None = None) -> None:
         self.store = store
         self.root = Path(root)
+        #: Spot interruptions every managed spot job gets unless its tag says otherwise (``local serve
+        #: --spot-interruptions`` / ``$SM_PYTORCH_LOCAL_SPOT_INTERRUPTIONS``); see :mod:`.training.spot`.
+        self.spot_interruptions = spot_interruptions
         #: Where ``file://`` outputs and checkpoints may be written: the root and ``--allow-path`` dirs.
         self.writable = (Path(os.path.realpath(self.root)), *allowed_paths)
         self.ops: dict[str, Callable[[dict[str, Any], str], dict[str, Any]]] = {
@@ -58,6 +71,7 @@ class TrainingJobs:
         name = params["TrainingJobName"]
         self._check_program(params)
         self._check_locations(params)
+        interruptions = self._check_spot(params)
         arn = f"arn:aws:sagemaker:{region}:{ACCOUNT}:training-job/{name.lower()}"
         try:
             self.store.create_job(name, arn, region, params)
@@ -66,8 +80,21 @@ class TrainingJobs:
             raise ApiError("ResourceInUse", "Training job names must be unique within an AWS account and "
                            "region, and a training job with this name already exists "
                            f"({existing['arn'] if existing else arn})")
-        self._launch(name)
+        self._launch(name, interruptions)
         return {"TrainingJobArn": arn}
+
+    def _check_spot(self, params: dict[str, Any]) -> spot.SpotInterruptions | None:
+        """Managed spot training needs MaxWaitTimeInSeconds (>= MaxRuntimeInSeconds: the validator checks
+        that); returns the spot interruptions to rehearse (None for an on-demand job, whatever is asked)."""
+        stopping = params.get("StoppingCondition") or {}
+        if spot.is_spot(params) and not stopping.get("MaxWaitTimeInSeconds"):
+            raise ApiError("ValidationException", "StoppingCondition.MaxWaitTimeInSeconds is required for "
+                           "managed spot training (EnableManagedSpotTraining): set it (max_wait) to at least "
+                           "MaxRuntimeInSeconds; it covers waiting for spot capacity plus the training")
+        try:
+            return spot.for_job(params, self.spot_interruptions)
+        except ValueError as exc:
+            raise ApiError("ValidationException", str(exc)) from None
 
     @staticmethod
     def _check_program(params: dict[str, Any]) -> None:
@@ -116,14 +143,15 @@ class TrainingJobs:
                                f"{field} {uri} does not exist on the local runtime's machine: create it first "
                                "(e.g. hook.upload_data) or fix the path")
 
-    def _launch(self, name: str) -> None:
+    def _launch(self, name: str, interruptions: spot.SpotInterruptions | None = None) -> None:
         job_dir = self.root / "jobs" / name
+        rehearse = ["--spot-interruptions", str(interruptions)] if interruptions is not None else []
         try:
             job_dir.mkdir(parents=True, exist_ok=True)
             with open(job_dir / "supervisor.log", "ab") as log:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "airflow_sm_pytorch.local.supervisor", "--root", str(self.root),
-                     "--job", name],
+                     "--job", name, *rehearse],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=job_dir,
                     start_new_session=True, close_fds=True,
                     env={**os.environ, "PYTHONUNBUFFERED": "1", JOB_MARKER: job_marker(self.store.get_job(name))},

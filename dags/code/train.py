@@ -33,7 +33,8 @@ def accuracy(model, x, y) -> float:
         return (model(x).argmax(dim=1) == y).float().mean().item()
 
 
-def main() -> None:
+def arguments() -> argparse.ArgumentParser:
+    """The script's hyperparameters (``train_spot.py`` adds its own to them)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--lr", type=float, default=0.05)
@@ -42,7 +43,24 @@ def main() -> None:
     parser.add_argument("--model-dir", default=os.environ.get("SM_MODEL_DIR", "model"))
     parser.add_argument("--train", default=os.environ.get("SM_CHANNEL_TRAIN", "data/train"))
     parser.add_argument("--test", default=os.environ.get("SM_CHANNEL_TEST", "data/test"))
-    args = parser.parse_args()
+    return parser
+
+
+def train_epoch(model, optimizer, loss_fn, x, y, order, batch_size: int) -> float:
+    """One pass over ``x``/``y`` in ``order``; returns the mean training loss."""
+    total = 0.0
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        optimizer.zero_grad()
+        loss = loss_fn(model(x[idx]), y[idx])
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(idx)
+    return total / len(x)
+
+
+def main() -> None:
+    args = arguments().parse_args()
     print(f"training on {os.environ.get('SM_CURRENT_HOST', 'this machine')} with {vars(args)}", flush=True)
 
     torch.manual_seed(0)
@@ -53,17 +71,14 @@ def main() -> None:
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(1, args.epochs + 1):
         order = torch.randperm(len(x_train))
-        total = 0.0
-        for start in range(0, len(order), args.batch_size):
-            idx = order[start:start + args.batch_size]
-            optimizer.zero_grad()
-            loss = loss_fn(model(x_train[idx]), y_train[idx])
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(idx)
-        print(f"epoch={epoch} train_loss={total / len(x_train):.4f} "
+        loss = train_epoch(model, optimizer, loss_fn, x_train, y_train, order, args.batch_size)
+        print(f"epoch={epoch} train_loss={loss:.4f} "
               f"train_accuracy={accuracy(model, x_train, y_train):.4f}", flush=True)
+    save(model, args, x_test, y_test)
 
+
+def save(model, args, x_test, y_test) -> None:
+    """Report the test accuracy; write the model (``model.pth``, ``model.json``) to ``args.model_dir``."""
     test_accuracy = accuracy(model, x_test, y_test)
     print(f"test_accuracy={test_accuracy:.4f}", flush=True)
     os.makedirs(args.model_dir, exist_ok=True)

@@ -83,11 +83,12 @@ Differences from SageMaker, on purpose (see also :mod:`.contract`):
 
 from __future__ import annotations
 
-import os
 import importlib.util
 import json
+import os
 import re
 import shlex
+import shutil
 import socket
 import sys
 import threading
@@ -99,7 +100,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_sm_pytorch._redact import MASK, is_sensitive
-from airflow_sm_pytorch.local.training import contract, staging, venvs
+from airflow_sm_pytorch.local.training import contract, spot, staging, venvs
 from airflow_sm_pytorch.local.training.process import RUN_VAR, ProcessResult, run_streamed
 from airflow_sm_pytorch.storage import Storage
 
@@ -130,12 +131,21 @@ class JobResult:
     final_metrics: list[dict] = field(default_factory=list)
     training_start_time: float | None = None
     training_end_time: float | None = None
+    billable_seconds: int | None = None  # None: the training time (on-demand); less for a spot job
+    interruptions: int = 0  # spot interruptions the job went through
 
 
 class _End(Exception):
     def __init__(self, status: str, secondary: str, reason: str | None = None) -> None:
         super().__init__(reason or status)
         self.status, self.secondary, self.reason = status, secondary, reason
+
+
+class _Interrupted(_End):
+    """An attempt of a spot job ended by a (rehearsed) spot interruption: the job goes on."""
+
+    def __init__(self) -> None:
+        super().__init__("InProgress", "Interrupted")
 
 
 def _client_error(message: str) -> _End:
@@ -175,14 +185,18 @@ class _HostRun:
 
 
 def run_training_job(request: dict, job_dir: Path, events: JobEvents, *, storage: Storage, cache_dir: Path,
-                     grace_period: float = 10.0) -> JobResult:
-    """Run the job to its end and say how it ended (see the module docstring)."""
-    return _TrainingJob(request, Path(job_dir), events, storage, Path(cache_dir), grace_period).run()
+                     grace_period: float = 10.0, interruptions: spot.SpotInterruptions | None = None,
+                     capacity_wait: float = spot.CAPACITY_WAIT_S) -> JobResult:
+    """Run the job to its end and say how it ended (see the module docstring). ``interruptions``: the spot
+    interruptions to rehearse (:mod:`.spot`); ignored unless the request enables managed spot training."""
+    return _TrainingJob(request, Path(job_dir), events, storage, Path(cache_dir), grace_period,
+                        interruptions, capacity_wait).run()
 
 
 class _TrainingJob:
     def __init__(self, request: dict, job_dir: Path, events: JobEvents, storage: Storage, cache_dir: Path,
-                 grace_period: float) -> None:
+                 grace_period: float, interruptions: spot.SpotInterruptions | None = None,
+                 capacity_wait: float = spot.CAPACITY_WAIT_S) -> None:
         self.req, self.job_dir, self.events, self.storage = request, job_dir, events, storage
         self.cache_dir, self.grace = cache_dir, grace_period
         self.name = request["TrainingJobName"]
@@ -205,9 +219,24 @@ class _TrainingJob:
             except (KeyError, re.error):
                 continue
         self.final: dict[str, tuple[float, float]] = {}
-        max_run = (request.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds")
+        stopping = request.get("StoppingCondition") or {}
+        max_run = stopping.get("MaxRuntimeInSeconds")
         self.max_run = max_run
         self.deadline = time.monotonic() + float(max_run) if max_run else None
+        # Managed spot training: MaxWaitTimeInSeconds bounds the whole job (waits for capacity included),
+        # MaxRuntimeInSeconds the time its instances ran, summed over attempts.
+        self.spot = spot.is_spot(request)
+        self.interruptions = interruptions if self.spot else None  # never for an on-demand job
+        self.capacity_wait = capacity_wait
+        self.max_wait = stopping.get("MaxWaitTimeInSeconds") if self.spot else None
+        self.wait_deadline: float | None = None
+        self.interrupt_at: float | None = None
+        self.training = False  # an attempt is in Training: an interrupt-spot file takes effect
+        self.interrupt_why = ""
+        self.interrupted = 0
+        self.attempts = 0
+        self.runtime_used = 0.0
+        self.waited = 0.0  # seconds spent Interrupted, waiting for capacity (not billed)
         self.stop_reason: str | None = None
         self.teardown: str | None = None  # the host whose failure ends every other host
         self.lock = threading.Lock()
@@ -228,10 +257,17 @@ class _TrainingJob:
         """``stop`` or ``timeout`` once the job must stop (polled by every host's thread)."""
         with self.lock:
             if self.stop_reason is None:
+                now = time.monotonic()
                 if self.events.stop_requested():
                     self.stop_reason = "stop"
-                elif self.deadline is not None and time.monotonic() >= self.deadline:
+                elif self.deadline is not None and now >= self.deadline:
                     self.stop_reason = "timeout"
+                elif self.wait_deadline is not None and now >= self.wait_deadline:
+                    self.stop_reason = "maxwait"
+                elif self.interrupt_at is not None and now >= self.interrupt_at:
+                    self.stop_reason, self.interrupt_why = "interrupt", f"the rehearsal plan {self.interruptions}"
+                elif self.spot and self.training and spot.interrupt_requested(self.job_dir):
+                    self.stop_reason, self.interrupt_why = "interrupt", f"{spot.INTERRUPT_FILE} in {self.job_dir}"
             return self.stop_reason
 
     def host_should_stop(self) -> str | None:
@@ -243,7 +279,13 @@ class _TrainingJob:
             self.log(f"{self.teardown} failed: stopping {host} as SageMaker stops every instance of a failed "
                      f"job (SIGTERM, SIGKILL after {self.grace:g}s)", host)
             return
-        why = "Stop requested" if reason == "stop" else f"MaxRuntimeInSeconds={self.max_run} exceeded"
+        if reason == "interrupt":
+            self.log(f"Spot interruption {self.interrupted + 1} (rehearsed by the local runtime, asked by "
+                     f"{self.interrupt_why}): the instance is reclaimed; sending SIGTERM to the job's processes "
+                     f"(SIGKILL after {self.grace:g}s)", host)
+            return
+        why = {"stop": "Stop requested", "timeout": f"MaxRuntimeInSeconds={self.max_run} exceeded",
+               "maxwait": f"MaxWaitTimeInSeconds={self.max_wait} exceeded"}.get(reason, reason)
         self.log(f"{why}: sending SIGTERM to the job's processes (SIGKILL after {self.grace:g}s)", host)
         with self.lock:
             first, self.stopping_logged = not self.stopping_logged, True
@@ -253,6 +295,11 @@ class _TrainingJob:
     def stopped(self, reason: str) -> _End:
         if reason == "stop":
             return _End("Stopped", "Stopped")
+        if reason == "interrupt":
+            return _Interrupted()
+        if reason == "maxwait":
+            return _End("Stopped", "MaxWaitTimeExceeded", "MaxWaitTimeExceeded: the managed spot training job did "
+                        f"not complete within MaxWaitTimeInSeconds={self.max_wait}")
         return _End("Stopped", "MaxRuntimeExceeded",
                     f"MaxRuntimeExceeded: the job ran longer than MaxRuntimeInSeconds={self.max_run}")
 
@@ -263,7 +310,91 @@ class _TrainingJob:
 
     # ------------------------------------------------------------------ the job
     def run(self) -> JobResult:
-        start = time.time()
+        start, began = time.time(), time.monotonic()
+        if self.max_wait:
+            self.wait_deadline = began + float(self.max_wait)
+        while True:
+            outcome, trained = self._attempt()
+            if not isinstance(outcome, _Interrupted):
+                break
+            ended = self._interrupted()
+            if ended is not None:  # stopped (or out of MaxWaitTime) while waiting for capacity: no instance
+                outcome, trained = ended, False
+                break
+        if trained:
+            outcome = self._upload(outcome)
+        end = time.time()
+        billable = spot.billable_seconds(end - start - self.waited) if self.spot else None
+        return JobResult(
+            status=outcome.status, secondary_status=outcome.secondary, failure_reason=outcome.reason,
+            model_artifacts=self.model_artifacts,
+            final_metrics=[{"MetricName": n, "Value": v, "Timestamp": ts}
+                           for n, (v, ts) in self.final.items()],
+            training_start_time=start, training_end_time=end, billable_seconds=billable,
+            interruptions=self.interrupted,
+        )
+
+    def _attempt(self) -> tuple[_End, bool]:
+        """One run of the job on (fresh) instances: Downloading -> Training. Returns its outcome (``_Interrupted``
+        when a spot interruption ended it) and whether Training was reached."""
+        self.attempts += 1
+        began = time.monotonic()
+        if self.max_run:  # MaxRuntimeInSeconds counts the instances' time, not the waits between attempts
+            self.deadline = began + float(self.max_run) - self.runtime_used
+        if self.attempts > 1:
+            self.events.status("Starting", "Launching requested ML instances")
+            self._fresh_instances()
+        try:
+            return self._stage_and_train()
+        finally:
+            self.runtime_used += time.monotonic() - began
+            self.interrupt_at, self.training = None, False
+
+    def _fresh_instances(self) -> None:
+        """A restarted spot job runs on new instances: every host's ``opt/ml`` tree (code, data, model,
+        checkpoints) starts empty again; checkpoints come back only from ``CheckpointConfig.S3Uri``."""
+        for run in self.runs:
+            shutil.rmtree(self.job_dir / run.name, ignore_errors=True)
+            run.result, run.error, run.ended, run.argv, run.env = None, None, 0.0, [], {}
+        self.teardown = None
+        self.log(f"Attempt {self.attempts}: new instances, the job's /opt/ml trees start empty")
+
+    def _interrupted(self) -> _End | None:
+        """After a spot interruption: sync the checkpoints out, show ``Interrupted`` while waiting for
+        capacity (``capacity_wait`` seconds); None to start again, or how the job ended meanwhile."""
+        self.interrupted += 1
+        began = time.monotonic()
+        try:
+            for run in [*self.runs[1:], self.runs[0]]:  # algo-1's last: where files collide, its copy wins
+                staging.upload_checkpoints(self.storage, run.checkpoint, lambda m, h=run.name: self.log(m, h))
+        except Exception as err:
+            self.log(f"Syncing the checkpoints out failed: {type(err).__name__}: {err}")
+            return _client_error(f"Checkpoint upload failed after a spot interruption: {type(err).__name__}: "
+                                 f"{err}")
+        synced = time.monotonic() - began
+        if self.checkpoint is None:
+            self.log("No CheckpointConfig: the next attempt starts from scratch")
+        else:
+            self.log(f"Checkpoints synced out in {synced:.2f}s")
+        self.events.status("Interrupted", f"Training job interrupted: spot capacity reclaimed (local rehearsal "
+                                          f"{self.interrupted}); waiting for spot capacity to start again")
+        with self.lock:
+            self.stop_reason, self.stopping_logged, self.deadline = None, False, None
+        until = time.monotonic() + self.capacity_wait
+        try:
+            while True:
+                reason = self.should_stop()
+                if reason:
+                    self.log(f"The job ended while waiting for spot capacity: {reason}")
+                    return self.stopped(reason)
+                left = until - time.monotonic()
+                if left <= 0:
+                    return None
+                time.sleep(min(0.1, left))
+        finally:
+            self.waited += time.monotonic() - began
+
+    def _stage_and_train(self) -> tuple[_End, bool]:
         self.paths.create()
         probe = threading.Thread(target=self._probe_hardware, daemon=True)
         probe.start()
@@ -278,6 +409,11 @@ class _TrainingJob:
             self._stage_hosts()
             self.check_stop()
             self.events.status("Training", "Training image download completed. Training in progress.")
+            plan = self.interruptions
+            with self.lock:
+                self.training = True
+                if plan is not None and self.interrupted < plan.times:
+                    self.interrupt_at = time.monotonic() + plan.after
             trained = True
             probe.join()
             outcome = self._train()
@@ -288,15 +424,7 @@ class _TrainingJob:
         except Exception as err:  # a bug or an environment problem: say so instead of hanging the job
             self.log("".join(traceback.format_exception(type(err), err, err.__traceback__)).rstrip())
             outcome = _client_error(f"the local runtime failed: {type(err).__name__}: {err}")
-        if trained:
-            outcome = self._upload(outcome)
-        return JobResult(
-            status=outcome.status, secondary_status=outcome.secondary, failure_reason=outcome.reason,
-            model_artifacts=self.model_artifacts,
-            final_metrics=[{"MetricName": n, "Value": v, "Timestamp": ts}
-                           for n, (v, ts) in self.final.items()],
-            training_start_time=start, training_end_time=time.time(),
-        )
+        return outcome, trained
 
     def _probe_hardware(self) -> None:
         self.hardware = {"cpus": contract.num_cpus(), "gpus": contract.num_gpus(),

@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import tarfile
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,7 @@ def restore_checkpoints(storage: Storage, checkpoint: tuple[Path, str] | None, l
         return
     local, uri = checkpoint
     local.mkdir(parents=True, exist_ok=True)
+    began = time.monotonic()
     try:
         files = storage.download(uri, local) if storage.exists(uri) else []
     except FileNotFoundError:
@@ -178,7 +180,8 @@ def restore_checkpoints(storage: Storage, checkpoint: tuple[Path, str] | None, l
     except Exception as err:
         raise StagingError(f"Checkpoint download failed from {uri}: {err}") from err
     if files:
-        log(f"Restored {len(files)} checkpoint file(s) from {uri} into {local}")
+        log(f"Restored {len(files)} checkpoint file(s) from {uri} into {local} "
+            f"in {time.monotonic() - began:.2f}s")
 
 
 def upload_artifacts(storage: Storage, request: Mapping[str, Any], paths: contract.JobPaths, scratch: Path,
