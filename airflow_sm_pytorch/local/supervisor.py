@@ -9,6 +9,10 @@ Stopping: SIGTERM (sent by StopTrainingJob) only sets a flag that ``stop_request
 runner then does SIGTERM -> grace period -> SIGKILL on every process of the job. The store's stop flag is
 polled too, so a stop that raced the start of this process is not missed.
 
+Spot interruptions: ``--spot-interruptions AFTER[xTIMES]`` (given by CreateTrainingJob for a managed spot job
+whose tag or runtime asks for it; see :mod:`.training.spot`) is handed to the runner, which interrupts and
+restarts the job itself; the supervisor only records the lower BillableTimeInSeconds it reports.
+
 Confinement: the supervisor is a child subreaper (``PR_SET_CHILD_SUBREAPER``, Linux), so every process the
 job starts stays in its tree even after a double fork or ``setsid``; each run of pip or the script kills
 what it left behind (:mod:`.training.process`), and once the job is over every remaining descendant of

@@ -285,3 +285,49 @@ def test_an_on_demand_job_is_never_interrupted_and_max_runtime_excludes_the_wait
     assert (result.status, result.secondary_status) == ("Stopped", "MaxRuntimeExceeded"), rec.lines
     assert result.interruptions >= 2
     assert took >= 3 + result.interruptions * 1.0  # the Interrupted waits did not count as runtime
+
+
+#: Counts 25 steps of 0.1 s, keeping its count in the checkpoint directory; on SIGTERM it saves and exits.
+STEPS = """\
+import json, os, signal, sys, time
+with open(os.path.join(os.environ["SM_INPUT_CONFIG_DIR"], "checkpointconfig.json")) as f:
+    ckpt = os.path.join(json.load(f)["LocalPath"], "step.txt")
+step = int(open(ckpt).read()) if os.path.exists(ckpt) else 0
+print(f"starting at step {step}", flush=True)
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+while step < 25 and not stop:
+    time.sleep(0.1)
+    step += 1
+    with open(ckpt, "w") as f:
+        f.write(str(step))
+print(f"stopped at step {step}" if stop else "done", flush=True)
+open(os.path.join(os.environ["SM_MODEL_DIR"], "steps.txt"), "w").write(str(step))
+"""
+
+
+def test_a_task_keeps_waiting_through_an_interruption(local_conn, local_runtime, tmp_path):
+    """What a DAG does: PyTorchTrainOperator(use_spot_instances=True, max_wait=..., checkpoint_s3_uri=...,
+    tags={spot.TAG: "1"}); the task waits through the interruption and returns the completed job."""
+    from types import SimpleNamespace
+
+    from airflow_sm_pytorch.local.store import Store
+    from airflow_sm_pytorch.operators.train import PyTorchTrainOperator
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "train.py").write_text(STEPS)
+    op = PyTorchTrainOperator(
+        task_id="train", aws_conn_id=local_conn, entry_point="train.py", source_dir=str(src),
+        role="arn:aws:iam::000000000000:role/local", instance_type="ml.m5.xlarge", instance_count=1,
+        framework_version="2.6.0", py_version="py312", poll_interval=0.2, use_spot_instances=True,
+        max_run=300, max_wait=600, checkpoint_s3_uri=(tmp_path / "ckpt").as_uri(),
+        output_path=(tmp_path / "out").as_uri(), tags={spot.TAG: "1"})
+    ti = SimpleNamespace(dag_id="d", task_id="train", run_id="manual__spot", map_index=-1, try_number=1)
+    result = op.execute({"ti": ti})
+    assert result["TrainingJobStatus"] == "Completed"
+    job = Store(local_runtime.root).get_job(result["TrainingJobName"])
+    statuses = [t["status"] for t in job["transitions"]]
+    assert statuses.count("Interrupted") == 1 and statuses[-1] == "Completed", statuses
+    assert job["billable_seconds"] < job["training_seconds"]
+    assert (tmp_path / "ckpt" / "step.txt").read_text() == "25"

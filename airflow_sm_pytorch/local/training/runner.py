@@ -13,6 +13,11 @@ request exactly as boto3 sends it and goes through SageMaker's phases:
   (whatever session or group it moved to), SIGKILL after ``grace_period``; when the script exits, what it
   left running is killed and its output read for at most 2 s more. A non-zero exit writes the toolkit's
   ``ExecuteUserScriptError`` message to ``output/failure`` unless the script wrote one first.
+* **Spot interruptions** (a managed spot job only; :mod:`.spot` says when): SIGTERM/SIGKILL as for a stop,
+  checkpoints uploaded, ``Interrupted`` for ``capacity_wait`` seconds, then ``Starting`` and a new attempt
+  (Downloading -> Training) on emptied ``algo-k`` trees, checkpoints restored from their S3Uri. The job stays
+  InProgress; MaxWaitTimeInSeconds bounds the wall time (``MaxWaitTimeExceeded``), MaxRuntimeInSeconds
+  the attempts' summed time; BillableTimeInSeconds is :func:`.spot.billable_seconds` of the instance time.
 * **Uploading** (whenever Training was reached: success, failure or stop): ``model/`` ->
   ``<S3OutputPath>/<job>/output/model.tar.gz`` (or ``.../output/model/`` uncompressed with
   ``CompressionType: NONE``), ``output/data`` -> ``.../output/output.tar.gz``, checkpoints -> their S3Uri.
