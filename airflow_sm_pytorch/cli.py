@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-path", action="append", default=[], metavar="DIR",
                        help="let jobs write file:// outputs and checkpoints under DIR too (repeatable; the root "
                             "always)")
+    serve.add_argument("--spot-interruptions", default=None, metavar="AFTER[xTIMES]",
+                       help="rehearse spot interruptions: every managed spot job is interrupted AFTER seconds "
+                            "into Training, TIMES times (default: $SM_PYTORCH_LOCAL_SPOT_INTERRUPTIONS; a job's "
+                            "tag airflow-sm-pytorch:spot-interruptions overrides it)")
     for name, text in (("status", "say whether a runtime serves ROOT, where, and what runs there"),
                        ("stop", "stop the runtime serving ROOT (SIGTERM; its jobs and endpoints keep running "
                                 "in their own processes and are picked up by the next runtime)")):

@@ -47,25 +47,14 @@ with DAG(
     def make_dataset(run_id=None) -> dict[str, str]:
         """Write a small deterministic two-moons dataset and stage it where the job can read it."""
         import sys
-        import tempfile
-
-        import numpy as np
 
         from airflow_sm_pytorch import SageMakerPyTorchHook
 
         sys.path.insert(0, str(CODE_DIR))
-        from data import moons  # the examples' dataset, shared with the training scripts
+        from data import stage_moons  # the examples' dataset, shared with the training scripts
 
-        hook = SageMakerPyTorchHook(aws_conn_id=CONN_ID)
         safe_run = "".join(c if c.isalnum() else "-" for c in run_id)
-        uris = {}
-        with tempfile.TemporaryDirectory() as tmp:
-            for channel, (n, seed) in {"train": (2000, 1), "test": (500, 2)}.items():
-                folder = Path(tmp, channel)
-                folder.mkdir()
-                np.savetxt(folder / "data.csv", moons(n, seed), delimiter=",", fmt="%.6f")
-                prefix = f"example-pytorch-train/{safe_run}/{channel}"
-                uris[channel] = hook.upload_data(folder, key_prefix=prefix)
+        uris = stage_moons(SageMakerPyTorchHook(aws_conn_id=CONN_ID), f"example-pytorch-train/{safe_run}")
         print(f"staged data: {uris}")
         return uris
 

@@ -70,13 +70,16 @@ def default_deferrable() -> bool:
     return conf.getboolean("operators", "default_deferrable", fallback=False)
 
 
-def trigger_for(operator: Any, kind: str, name: str, *, limit: float | None, stop_on_kill: bool) -> Any:
-    """The trigger a deferring operator hands to Airflow."""
+def defer(operator: Any, kind: str, name: str, *, limit: float | None, stop_on_kill: bool,
+          carry: dict[str, Any]) -> None:
+    """Hand the wait to :class:`SageMakerPyTorchTrigger`; the task resumes in ``execute_complete(context,
+    event)`` with ``carry`` back in ``event["carry"]``."""
     from airflow_sm_pytorch.triggers.sagemaker_pytorch import SageMakerPyTorchTrigger
 
-    return SageMakerPyTorchTrigger(kind=kind, name=name, aws_conn_id=operator.aws_conn_id,
-                                   region_name=operator.region_name, poll_interval=operator.poll_interval,
-                                   deadline=deadline(limit), stop_on_kill=stop_on_kill)
+    trigger = SageMakerPyTorchTrigger(kind=kind, name=name, aws_conn_id=operator.aws_conn_id,
+                                      region_name=operator.region_name, poll_interval=operator.poll_interval,
+                                      deadline=deadline(limit), stop_on_kill=stop_on_kill, carry=carry)
+    operator.defer(trigger=trigger, method_name="execute_complete")
 
 
 def raise_for_event(event: Mapping[str, Any], failure: Callable[[], Exception]) -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_sm_pytorch.operators.common import fail_fast, raise_for_event, trigger_for
+from airflow_sm_pytorch.operators.common import defer, fail_fast, raise_for_event
 from airflow_sm_pytorch.operators.tagging import merge_tags, task_tags
 from airflow_sm_pytorch.specs import DeploySpec, ModelSpec
 
@@ -116,8 +116,8 @@ class DeployOperator(BaseOperator):
         for note in plan.warnings:
             self.log.warning("%s", note)
         self.log.info("Deploy requests:\n%s", json.dumps(plan.to_json(), indent=2, default=str))
-        defer = self.wait and self.deferrable
-        description, changed = self.hook.deploy(plan, wait=self.wait and not defer,
+        deferring = self.wait and self.deferrable
+        description, changed = self.hook.deploy(plan, wait=self.wait and not deferring,
                                                 poll_interval=self.poll_interval, timeout=self.max_wait)
         container = plan.create_model.get("PrimaryContainer") or {}
         result = {
@@ -130,16 +130,17 @@ class DeployOperator(BaseOperator):
             "Image": container.get("Image"),
             "Changed": changed,
         }
-        if defer:
-            self.defer(trigger=trigger_for(self, "Endpoint", endpoint, limit=self.max_wait, stop_on_kill=False),
-                       method_name="execute_complete", kwargs={"result": _json_safe(result)})
+        if deferring:
+            defer(self, "Endpoint", endpoint, limit=self.max_wait, stop_on_kill=False,
+                  carry={"result": _json_safe(result)})
         return _json_safe(result)
 
     @fail_fast
-    def execute_complete(self, context: Context, event: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """The deferred task resumes: the endpoint is InService, or the task fails with its FailureReason."""
         from airflow_sm_pytorch.hooks.waiting import failure
 
+        result = (event.get("carry") or {}).get("result") or {"EndpointName": event["name"]}
         name = result["EndpointName"]
         description = self.hook.describe("Endpoint", name) or {"EndpointStatus": "Failed"}
         self.log.info("Endpoint %s: %s", name, event.get("message"))

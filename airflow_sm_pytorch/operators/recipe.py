@@ -110,10 +110,9 @@ class RecipeTrainOperator(PyTorchTrainOperator):
         finally:
             self._cleanup()  # the staged code is uploaded, the task deferred or failed: drop it
 
-    def execute_complete(self, context: Context, event: dict[str, Any], job_name: str, created: bool,
-                         log_tokens: dict[str, str | None] | None = None) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         try:
-            return super().execute_complete(context, event, job_name, created, log_tokens)
+            return super().execute_complete(context, event)
         finally:
             self._cleanup()  # resuming re-resolves the recipe (for its secrets); nothing is uploaded
 

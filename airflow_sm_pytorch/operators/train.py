@@ -19,7 +19,7 @@ from airflow.sdk import BaseOperator
 from airflow_sm_pytorch._redact import redact, secrets
 from airflow_sm_pytorch.exceptions import RequestRejected
 from airflow_sm_pytorch.links import TrainingJobLink, TrainingLogsLink
-from airflow_sm_pytorch.operators.common import fail_fast, raise_for_event, trigger_for
+from airflow_sm_pytorch.operators.common import defer, fail_fast, raise_for_event
 from airflow_sm_pytorch.operators.tagging import merge_tags, task_tags
 from airflow_sm_pytorch.specs import TrainingSpec
 
@@ -174,11 +174,9 @@ class PyTorchTrainOperator(BaseOperator):
         if self.deferrable:
             if job_log is not None:
                 job_log.poll()
-            self.defer(trigger=trigger_for(self, "TrainingJob", self.job_name, limit=self.max_ingestion_time,
-                                           stop_on_kill=True),
-                       method_name="execute_complete",
-                       kwargs={"job_name": self.job_name, "created": created,
-                               "log_tokens": job_log.tokens if job_log else None})
+            defer(self, "TrainingJob", self.job_name, limit=self.max_ingestion_time, stop_on_kill=True,
+                  carry={"job_name": self.job_name, "created": created,
+                         "log_tokens": job_log.tokens if job_log else None})
         description = self.hook.wait_for_training_job(
             self.job_name,
             logs=self.logs,
@@ -189,14 +187,15 @@ class PyTorchTrainOperator(BaseOperator):
         return summarize(description, created=created)
 
     @fail_fast
-    def execute_complete(self, context: Context, event: dict[str, Any], job_name: str, created: bool,
-                         log_tokens: dict[str, str | None] | None = None) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """The deferred task resumes: print the log since the last position, end as the job ended."""
         from airflow_sm_pytorch.hooks.logs import JobLog
         from airflow_sm_pytorch.hooks.waiting import failure
 
-        self.job_name = job_name
-        job_log = self._job_log(self._hide_secrets(self.build_spec()), tokens=log_tokens)
+        carry = event.get("carry") or {}
+        self.job_name = job_name = carry.get("job_name") or event["name"]
+        created = carry.get("created")
+        job_log = self._job_log(self._hide_secrets(self.build_spec()), tokens=carry.get("log_tokens"))
         description = self.hook.describe("TrainingJob", job_name)
         if job_log is not None:
             job_log.tail(self.resume_log_lines)

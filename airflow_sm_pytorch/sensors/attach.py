@@ -20,7 +20,7 @@ from airflow.sdk.bases.sensor import BaseSensorOperator, PokeReturnValue
 
 from airflow_sm_pytorch.exceptions import RequestRejected, SpecError
 from airflow_sm_pytorch.links import TrainingJobLink, TrainingLogsLink
-from airflow_sm_pytorch.operators.common import fail_fast, raise_for_event, trigger_for
+from airflow_sm_pytorch.operators.common import defer, fail_fast, raise_for_event
 from airflow_sm_pytorch.operators.train import JOB_LOG, summarize
 
 if TYPE_CHECKING:
@@ -102,16 +102,15 @@ class AttachSensor(BaseSensorOperator):
         job_log = self._job_log(name, {})
         if job_log is not None:
             job_log.poll()
-        self.defer(trigger=trigger_for(self, "TrainingJob", name, limit=float(self.timeout), stop_on_kill=False),
-                   method_name="execute_complete", kwargs={"log_tokens": job_log.tokens if job_log else None})
+        defer(self, "TrainingJob", name, limit=float(self.timeout), stop_on_kill=False,
+              carry={"log_tokens": job_log.tokens if job_log else None})
         return None  # not reached: defer raises
 
     @fail_fast
-    def execute_complete(self, context: Context, event: dict[str, Any],
-                         log_tokens: dict[str, str | None] | None = None) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
 
         name = self.job_name
-        job_log = self._job_log(name, log_tokens or {})
+        job_log = self._job_log(name, (event.get("carry") or {}).get("log_tokens") or {})
         description = self._describe(name)
         if job_log is not None:
             job_log.tail(self.resume_log_lines)

@@ -8,9 +8,11 @@ one aiobotocore client shared by every trigger of the same connection and region
 Nothing in it blocks the event loop: the connection lookup, the client's creation and the local
 runtime's autostart run in a thread (``sync_to_async``), as the Amazon provider's async hooks do.
 
-It fires one event, ``{"status": "success" | "failure" | "timeout" | "error", "kind", "name", "message"}``;
-the task resumes in ``execute_complete``, which describes the resource once more, prints the log lines
-since the last position and ends the task.
+It fires one event, ``{"status": "success" | "failure" | "timeout" | "error", "kind", "name", "message",
+"carry"}``; the task resumes in ``execute_complete``, which describes the resource once more, prints the
+log lines since the last position and ends the task. ``carry`` is plain JSON the task hands the trigger
+to get back on resume (the log position, what it created): the event is the one channel every way of
+running a trigger keeps (``airflow dags test`` replaces the task's ``next_kwargs`` with the event).
 
 When a user kills the deferred task (mark failed, clear, mark success), Airflow ≥ 3.3 calls ``on_kill``
 here: a training job is stopped (``stop_on_kill``). A triggerer restart does not call it: the trigger
@@ -38,11 +40,12 @@ class SageMakerPyTorchTrigger(BaseTrigger):
     :param deadline: epoch seconds after which the wait gives up (the resource keeps running); None waits
         as long as the resource takes — there is no hidden default.
     :param stop_on_kill: stop the training job when a user kills the deferred task.
+    :param carry: plain JSON returned in the event for the resumed task.
     """
 
     def __init__(self, *, kind: str, name: str, aws_conn_id: str | None = "aws_default",
                  region_name: str | None = None, poll_interval: float = 30.0, deadline: float | None = None,
-                 stop_on_kill: bool = False) -> None:
+                 stop_on_kill: bool = False, carry: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.kind = kind
         self.name = name
@@ -51,18 +54,19 @@ class SageMakerPyTorchTrigger(BaseTrigger):
         self.poll_interval = float(poll_interval)
         self.deadline = deadline
         self.stop_on_kill = stop_on_kill
+        self.carry = dict(carry or {})
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (f"{type(self).__module__}.{type(self).__qualname__}", {
             "kind": self.kind, "name": self.name, "aws_conn_id": self.aws_conn_id,
             "region_name": self.region_name, "poll_interval": self.poll_interval, "deadline": self.deadline,
-            "stop_on_kill": self.stop_on_kill,
+            "stop_on_kill": self.stop_on_kill, "carry": self.carry,
         })
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_sm_pytorch.hooks.waiting import run_async, waiting
 
-        event = {"kind": self.kind, "name": self.name}
+        event = {"kind": self.kind, "name": self.name, "carry": self.carry}
         try:
             async with shared_client(self.aws_conn_id, self.region_name) as client:
                 step = waiting(self.kind, self.name, poll_interval=self.poll_interval, deadline=self.deadline,

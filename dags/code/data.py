@@ -12,3 +12,19 @@ def moons(n: int, seed: int) -> np.ndarray:
     y = np.where(label == 0, np.sin(t), 0.5 - np.sin(t))
     points = np.stack([x, y], axis=1) + rng.normal(0, 0.1, (n, 2))
     return np.column_stack([points, label])
+
+
+def stage_moons(hook, key_prefix: str, sizes=None) -> dict:
+    """Write train/test samples as CSV and stage them with ``hook.upload_data`` (the SDK's
+    ``Session.upload_data``); returns ``{channel: uri}`` for ``inputs=``."""
+    import tempfile
+    from pathlib import Path
+
+    uris = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for channel, (n, seed) in (sizes or {"train": (2000, 1), "test": (500, 2)}).items():
+            folder = Path(tmp, channel)
+            folder.mkdir()
+            np.savetxt(folder / "data.csv", moons(n, seed), delimiter=",", fmt="%.6f")
+            uris[channel] = hook.upload_data(folder, key_prefix=f"{key_prefix}/{channel}")
+    return uris

@@ -56,7 +56,7 @@ def test_deferrable_mode_resumes_with_the_rest_of_the_log(local_conn, tmp_path, 
     assert trigger.stop_on_kill is False  # the sensor did not start the job: killing it leaves the job alone
     event = _first_event(trigger)
     resumed = AttachSensor(task_id="attach", training_job_name=name, aws_conn_id=local_conn, deferrable=True)
-    result = resumed.execute_complete(_context(), event, **deferred.value.kwargs)
+    result = resumed.execute_complete(_context(), event)
     assert result["TrainingJobStatus"] == "Completed" and result["EntryPoint"] == "train.py"
     assert [line for line in lines if line.startswith("step ")] == [f"step {i}" for i in range(40)]
 
@@ -102,14 +102,14 @@ def test_an_attached_jobs_model_deploys_deferred_from_the_sensors_xcom(local_con
                           deferrable=True)
     with pytest.raises(TaskDeferred) as deferred:
         sensor.execute(_context())
-    attached = sensor.execute_complete(_context(), _first_event(deferred.value.trigger), **deferred.value.kwargs)
+    attached = sensor.execute_complete(_context(), _first_event(deferred.value.trigger))
     deploy = DeployOperator(task_id="deploy", aws_conn_id=local_conn, training_job=attached, instance_type="local",
                             initial_instance_count=1, poll_interval=0.3, deferrable=True)
     with pytest.raises(TaskDeferred) as deferred:
         deploy.execute(_context())
     trigger = _round_trip(deferred.value.trigger)
     assert (trigger.kind, trigger.stop_on_kill) == ("Endpoint", False)
-    result = deploy.execute_complete(_context(), _first_event(trigger), **deferred.value.kwargs)
+    result = deploy.execute_complete(_context(), _first_event(trigger))
     assert result["EndpointStatus"] == "InService" and result["Image"].endswith("pytorch-inference:2.6.0-cpu-py312")
     got = PyTorchPredictor(result["EndpointName"], aws_conn_id=local_conn).predict(np.ones((1, 2), np.float32))
     assert got.shape == (1, 1)

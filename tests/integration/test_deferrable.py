@@ -45,11 +45,13 @@ def _round_trip(trigger):
 
 def test_trigger_serializes_to_plain_data_and_back():
     trigger = SageMakerPyTorchTrigger(kind="TrainingJob", name="j", aws_conn_id="c", region_name="eu-west-1",
-                                      poll_interval=7, deadline=123.5, stop_on_kill=True)
+                                      poll_interval=7, deadline=123.5, stop_on_kill=True,
+                                      carry={"log_tokens": {"j/algo-1-1": "f/123"}, "created": True})
     path, kwargs = trigger.serialize()
     assert path == "airflow_sm_pytorch.triggers.sagemaker_pytorch.SageMakerPyTorchTrigger"
     assert kwargs == {"kind": "TrainingJob", "name": "j", "aws_conn_id": "c", "region_name": "eu-west-1",
-                      "poll_interval": 7.0, "deadline": 123.5, "stop_on_kill": True}
+                      "poll_interval": 7.0, "deadline": 123.5, "stop_on_kill": True,
+                      "carry": {"log_tokens": {"j/algo-1-1": "f/123"}, "created": True}}
     _round_trip(trigger)
     from airflow.serialization.serialized_objects import BaseSerialization
 
@@ -65,11 +67,11 @@ def test_deferred_training_resumes_with_every_log_line_once(local_conn, tmp_path
     op = _operator(local_conn, src)
     deferred = _defer(op, _context())
     assert deferred.method_name == "execute_complete"
-    assert deferred.kwargs["job_name"] == op.job_name and deferred.kwargs["created"] is True
+    assert deferred.trigger.carry["job_name"] == op.job_name and deferred.trigger.carry["created"] is True
     event = _first_event(_round_trip(deferred.trigger))
     assert event["status"] == "success", event
     resumed = _operator(local_conn, src)  # a resumed task is a fresh operator object
-    result = resumed.execute_complete(_context(), event, **deferred.kwargs)
+    result = resumed.execute_complete(_context(), event)
     assert result["TrainingJobStatus"] == "Completed" and result["Created"] is True
     printed = [line for line in lines if line.startswith("line ")]
     assert printed == [f"line {i}" for i in range(60)]  # before deferral + on resume: none lost, none twice
@@ -82,7 +84,7 @@ def test_deferred_failure_fails_with_the_reason_and_the_lines_around_the_error(l
     event = _first_event(deferred.trigger)
     assert event["status"] == "failure" and "bad learning rate" in event["message"]
     with pytest.raises(JobFailed) as err:  # an ordinary failure: a retry may train again
-        _operator(local_conn, src).execute_complete(_context(), event, **deferred.kwargs)
+        _operator(local_conn, src).execute_complete(_context(), event)
     assert err.value.status == "Failed"
     assert "ValueError: bad learning rate: -1" in str(err.value) and "log lines around the error" in str(err.value)
 
@@ -124,7 +126,7 @@ def test_a_trigger_for_a_job_that_no_longer_exists_fails_without_retry(local_con
     assert event["status"] == "error" and event["code"] == "ResourceNotFound"
     op = _operator(local_conn, _script(tmp_path, "print(1)\n"))
     with pytest.raises(AirflowFailException, match="deleted-meanwhile does not exist"):
-        op.execute_complete(_context(), event, job_name="deleted-meanwhile", created=True)
+        op.execute_complete(_context(), event)
 
 
 def test_the_deadline_is_explicit_and_ends_the_wait_not_the_job(local_conn, tmp_path):
@@ -134,7 +136,7 @@ def test_the_deadline_is_explicit_and_ends_the_wait_not_the_job(local_conn, tmp_
     event = _first_event(deferred.trigger)
     assert event["status"] == "timeout" and "keeps running" in event["message"]
     with pytest.raises(JobTimeout):
-        _operator(local_conn, src, max_ingestion_time=1).execute_complete(_context(), event, **deferred.kwargs)
+        _operator(local_conn, src, max_ingestion_time=1).execute_complete(_context(), event)
     hook = SageMakerPyTorchHook(aws_conn_id=local_conn)
     assert hook.describe("TrainingJob", op.job_name)["TrainingJobStatus"] == "InProgress"
     hook.stop_training_job(op.job_name)

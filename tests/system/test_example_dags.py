@@ -24,14 +24,18 @@ def test_dags_folder_has_no_import_errors(airflow_env):
     assert {"example_pytorch_train", "example_pytorch_byom"} <= set(report["dags"])
 
 
-def run_example(airflow_env, root, dag_id, *args):
+def run_example(airflow_env, root, dag_id, *args, deferrable=False):
     """``airflow dags test DAG_ID`` with the README's connection (no keys: the hook signs with the runtime's
-    key file) autostarting a runtime on ``root``; the runtime is stopped afterwards."""
+    key file) autostarting a runtime on ``root``; the runtime is stopped afterwards. ``deferrable`` sets
+    Airflow's ``[operators] default_deferrable``, which our operators follow (``dags test`` runs the
+    triggers inline)."""
     conn = {"conn_type": "aws",
             "extra": {"endpoint_url": f"http://127.0.0.1:{free_port()}", "region_name": "us-east-1",
                       "sm_pytorch": {"local_runtime": {"root": str(root), "autostart": True}}}}
     try:
-        proc = dags_test({**airflow_env, "AIRFLOW_CONN_SM_PYTORCH": json.dumps(conn)}, dag_id, *args)
+        env = {**airflow_env, "AIRFLOW_CONN_SM_PYTORCH": json.dumps(conn),
+               "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": str(deferrable)}
+        proc = dags_test(env, dag_id, *args)
     finally:
         server = root / "server.json"
         if server.exists():  # the hook started the runtime in the background; stop it
@@ -39,11 +43,13 @@ def run_example(airflow_env, root, dag_id, *args):
     return proc, proc.stdout + proc.stderr
 
 
-def test_example_dag_trains_on_the_local_runtime(airflow_env, tmp_path):
+def test_example_dag_trains_deferred_on_the_local_runtime(airflow_env, tmp_path):
+    """The plain (worker-held) wait is what scripts/example.sh runs; here every operator defers."""
     root = tmp_path / "sm-local"
     proc, output = run_example(airflow_env, root, "example_pytorch_train", "--conf",
-                               json.dumps({"epochs": 15}))
+                               json.dumps({"epochs": 15}), deferrable=True)
     assert succeeded(proc), output[-6000:]
+    assert "state=deferred" in output or "DEFERRED" in output.upper(), output[-3000:]
     assert "'epochs': 15" in output  # the UI form's value reached the script as argv
     assert "test_accuracy=" in output  # streamed live from the job's log
     assert "The trained model landed at file://" in output
@@ -68,3 +74,12 @@ def test_distributed_example_trains_on_two_hosts_with_torchrun_mpi_and_pytorchdd
     assert succeeded(proc), output[-6000:]
     assert output.count("world size 2, hosts ['algo-1', 'algo-2']") == 3, output[-4000:]
     assert "[algo-2-" in output and "rank 1/2 on algo-2" in output  # both hosts' logs reach the task log
+
+
+def test_attach_example_deploys_the_attached_jobs_model(airflow_env, tmp_path):
+    proc, output = run_example(airflow_env, tmp_path / "sm-local", "example_pytorch_attach")
+    assert succeeded(proc), output[-6000:]
+    assert "test_accuracy=" in output  # the attached job's log, printed by the sensor
+    served = float(output.split("served accuracy=")[1].split()[0])
+    assert served > 0.9 and "PyTorch 2.6.0, train.py" in output, output[-4000:]
+    assert "Deleted: endpoint" in output
