@@ -153,3 +153,11 @@ def test_deferrable_without_wait_says_what_happens(capsys):
     assert op.deferrable and not op.wait
     out = capsys.readouterr()
     assert "the task ends once the job is created" in out.out + out.err
+
+
+@pytest.mark.parametrize("limit", [0, -1.5, True])
+def test_deploys_max_wait_must_be_positive_too(limit):
+    from airflow_sm_pytorch.operators.deploy import DeployOperator
+
+    with pytest.raises(SpecError, match="max_wait"):
+        DeployOperator(task_id="d", training_job="j", instance_type="local", max_wait=limit)
