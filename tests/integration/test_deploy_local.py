@@ -11,8 +11,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_sm_pytorch.exceptions import JobFailed, SpecError
+from airflow_sm_pytorch.exceptions import JobFailed
 from airflow_sm_pytorch.operators.deploy import DeleteEndpointOperator, DeployOperator
 from airflow_sm_pytorch.operators.train import PyTorchTrainOperator
 from airflow_sm_pytorch.predictor import (CSVDeserializer, CSVSerializer, JSONDeserializer, JSONSerializer,
@@ -142,26 +143,26 @@ def test_a_trained_jobs_model_deploys_from_its_xcom(local_conn, tmp_path):
 
 def test_bad_deployments_fail_clearly_and_create_nothing(local_conn, local_runtime, tmp_path):
     _, archive = _model(tmp_path)
-    with pytest.raises(SpecError, match="initial_instance_count"):
+    with pytest.raises(AirflowFailException, match="initial_instance_count"):
         DeployOperator(task_id="d", aws_conn_id=local_conn, model_data=archive.as_uri(), entry_point="inference.py",
                        source_dir=str(_source(tmp_path, 1)), **{**COMMON, "initial_instance_count": 0}
                        ).execute(_context("d"))
-    with pytest.raises(SpecError, match="endpoint_name"):
+    with pytest.raises(AirflowFailException, match="endpoint_name"):
         DeployOperator(task_id="d", aws_conn_id=local_conn, model_data=archive.as_uri(), entry_point="inference.py",
                        source_dir=str(_source(tmp_path, 1)), endpoint_name="bad_name!", **COMMON
                        ).execute(_context("d"))
-    with pytest.raises(SpecError, match="training_job"):
+    with pytest.raises(AirflowFailException, match="training_job"):
         DeployOperator(task_id="d", aws_conn_id=local_conn, training_job="no-such-job", **{
             k: v for k, v in COMMON.items() if k in ("instance_type", "initial_instance_count")}
                        ).execute(_context("d"))
-    with pytest.raises(SpecError, match="does not exist"):
+    with pytest.raises(AirflowFailException, match="does not exist"):
         DeployOperator(task_id="d", aws_conn_id=local_conn, model_data=(tmp_path / "nope.tar.gz").as_uri(),
                        entry_point="inference.py", source_dir=str(_source(tmp_path, 1)), **COMMON
                        ).execute(_context("d"))
     code_only = tmp_path / "code-only.tar.gz"  # a Common Mistake: no model file at all
     with tarfile.open(code_only, "w:gz") as tar:
         tar.add(_source(tmp_path, 1) / "inference.py", arcname="code/inference.py")
-    with pytest.raises(SpecError, match="model_data"):
+    with pytest.raises(AirflowFailException, match="model_data"):
         DeployOperator(task_id="d", aws_conn_id=local_conn, model_data=code_only.as_uri(), entry_point="inference.py",
                        source_dir=str(_source(tmp_path, 1)), **COMMON).execute(_context("d"))
     assert local_runtime.client("sagemaker").list_models()["Models"] == []  # nothing half-created
