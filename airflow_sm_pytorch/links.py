@@ -148,7 +148,9 @@ def _where(where: Any) -> tuple[str, str | None, bool]:
     if isinstance(where, tuple):
         region, partition = where
         return region, partition, False
-    return where.region, None, bool(getattr(where, "is_local", False))
+    if getattr(where, "is_local", False):
+        return "", None, True  # no console: the region is not needed (nor read)
+    return where.region, None, False
 
 
 def store_links(context: Context, where: Any, *, training_job: str | None = None, model: str | None = None,

@@ -108,8 +108,14 @@ def test_on_local_nothing_is_stored_and_the_task_ends_with_no_link_to_push():
     task = _Train(task_id="t", estimator={"instance_type": "{{ params.instance_type }}"})
     assert len(task.operator_extra_links) == 2  # templated: declared (the UI lists them)
     context = _context(task)
-    hook = SimpleNamespace(region="us-east-1", is_local=True)
-    assert store_links(context, hook, training_job="job-1", log=_Log()) == {}
+    class LocalHook:
+        is_local = True
+
+        @property
+        def region(self):
+            raise AssertionError("a local runtime has no console: the region is not read")
+
+    assert store_links(context, LocalHook(), training_job="job-1", log=_Log()) == {}
     assert context["ti"].pushed == {}
     assert task.operator_extra_links == ()  # so the task runner pushes no empty _link_* XCom
     assert len(_Train.operator_extra_links) == 2  # other tasks of the class keep theirs
