@@ -1,8 +1,10 @@
 """Every benchmark, one command: ``.venv/bin/python bench/run.py``. Ratios are measured in the same run.
 
 ``BENCH_REPACK_MB`` sizes the repack archives (default 1024), ``BENCH_REQUESTS`` the endpoint runs
-(default 4000). The exit code gates what does not depend on the machine's other load: parse cost, local
-job overhead, and the repack's peak memory and output; speed ratios are printed with their targets.
+(default 4000), ``BENCH_DEFERRED_JOBS`` the deferred jobs one triggerer watches (default 500, as many as
+fit in ``BENCH_DEFERRED_MEM_GB``, default 6; see bench/deferred.py). The exit code gates what does not
+depend on the machine's other load: parse cost, local job overhead, the repack's peak memory and output,
+and the deferred trigger's failures and calls per interval; speed ratios are printed with their targets.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import deferred  # noqa: E402
 import distributed  # noqa: E402
 import local_overhead  # noqa: E402
 import parse_cost  # noqa: E402
@@ -39,6 +42,7 @@ if __name__ == "__main__":
         "repack_random": repack.run(size_mb=size, data_kind="random"),
         "endpoint": endpoint_latency(),
         "distributed": distributed.run(),
+        "deferred": deferred.run(),
     }
     for kind in ("repack_weights", "repack_random"):
         r = results[kind]
@@ -46,5 +50,6 @@ if __name__ == "__main__":
               f"peak RSS {r['ours_peak_rss_mb']} MB (target < 200)")
     ok = (results["parse_cost"]["ours_vs_baseline"] <= 1.05 and results["local_overhead"]["overhead_s"] <= 0.5
           and all(results[k]["ours_peak_rss_mb"] < 200 and results[k]["same_members"]
-                  for k in ("repack_weights", "repack_random")))
+                  for k in ("repack_weights", "repack_random"))
+          and deferred.passed(results["deferred"]))
     sys.exit(0 if ok else 1)
