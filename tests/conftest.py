@@ -29,6 +29,31 @@ import pytest
 _READY = re.compile(r"^airflow-sm-pytorch local runtime listening on (http://\S+) \(root: (.+)\)$")
 
 
+# ------------------------------------------------------------ lanes and parallel runs (scripts/test.sh)
+def _fast_lane(config: pytest.Config) -> bool:
+    return (config.getoption("markexpr", "") or "").strip() == "fast"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """``-m fast`` does not even import a test module without a fast test: importing Airflow, boto3 or
+    torch for them would cost more than the whole lane."""
+    name = collection_path.name
+    if not _fast_lane(config) or not (name.startswith("test_") and name.endswith(".py")):
+        return None
+    return True if "mark.fast" not in collection_path.read_text(errors="replace") else None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: ``$TEST_WORKERS``, else one worker per core plus one (the tests mostly wait on the
+    servers and jobs they start); none for the fast lane, where starting workers costs more than it saves."""
+    if _fast_lane(config):
+        return 0
+    if os.environ.get("TEST_WORKERS", "").strip():
+        return int(os.environ["TEST_WORKERS"])
+    return (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) + 1
+
+
 class LocalRuntime:
     """One local runtime server process over one root; survives ``kill()`` + ``restart()``."""
 

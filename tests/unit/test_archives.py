@@ -10,6 +10,8 @@ import pytest
 
 from airflow_sm_pytorch.archives import UnsafeArchive, make_tar_gz, safe_extract
 
+pytestmark = pytest.mark.fast  # the quick lane: scripts/test.sh -m fast
+
 
 def _tar(members: list[tuple[str, str, str]]) -> io.BytesIO:
     """members: (kind, name, data-or-linkname) with kind in file|dir|sym|hard|fifo|chr."""

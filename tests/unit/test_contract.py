@@ -9,6 +9,8 @@ import pytest
 
 from airflow_sm_pytorch.local.training import contract
 
+pytestmark = pytest.mark.fast  # the quick lane: scripts/test.sh -m fast
+
 # containers.md §2.1: the 37 keys of SM_TRAINING_ENV [SIM]
 TRAINING_ENV_KEYS = sorted(
     [

@@ -23,6 +23,8 @@ from airflow_sm_pytorch.builders.training import Session, Upload, build_training
 from airflow_sm_pytorch.exceptions import SpecError
 from airflow_sm_pytorch.specs import DeploySpec, ModelSpec, TrainingSpec
 
+pytestmark = pytest.mark.fast  # the quick lane: scripts/test.sh -m fast
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 SRC = str(FIXTURES / "builders" / "src")
 BYOM = str(FIXTURES / "deploy" / "byom")

@@ -21,6 +21,8 @@ from airflow_sm_pytorch.exceptions import SpecError
 from airflow_sm_pytorch.specs import TrainingSpec
 from tests.unit.test_training_builder import JOB, ROLE, SRC, US_WEST_2
 
+pytestmark = pytest.mark.fast  # the quick lane: scripts/test.sh -m fast
+
 P4D = "ml.p4d.24xlarge"
 SCRIPT_KEYS = {"sagemaker_submit_directory", "sagemaker_program", "sagemaker_container_log_level",
                "sagemaker_job_name", "sagemaker_region"}

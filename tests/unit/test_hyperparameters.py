@@ -7,6 +7,8 @@ import pytest
 from airflow_sm_pytorch.builders import hyperparameters as hp
 from airflow_sm_pytorch.exceptions import SpecError
 
+pytestmark = pytest.mark.fast  # the quick lane: scripts/test.sh -m fast
+
 
 def test_encoding_matches_the_captured_request() -> None:
     assert hp.encode_hyperparameters({"epochs": 10, "lr": 0.01, "model_name": "resnet", "flag": True,

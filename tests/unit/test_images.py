@@ -23,6 +23,8 @@ from airflow_sm_pytorch.builders.images import (
 )
 from airflow_sm_pytorch.exceptions import SpecError
 
+pytestmark = pytest.mark.fast  # the quick lane: scripts/test.sh -m fast
+
 DLC = "763104351884"
 SMP = "658645717510"
 MP = {"torch_distributed": {"enabled": True}, "smdistributed": {"modelparallel": {"enabled": True}}}

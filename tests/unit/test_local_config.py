@@ -2,7 +2,11 @@
 
 from pathlib import Path
 
+import pytest
+
 from airflow_sm_pytorch.local import config
+
+pytestmark = pytest.mark.fast  # the quick lane: scripts/test.sh -m fast
 
 
 def test_root_comes_from_the_environment_then_xdg_then_home(monkeypatch, tmp_path):

@@ -15,6 +15,8 @@ from airflow_sm_pytorch.builders.naming import (
 )
 from airflow_sm_pytorch.exceptions import SpecError
 
+pytestmark = pytest.mark.fast  # the quick lane: scripts/test.sh -m fast
+
 T = 1704164645.678  # 2024-01-02 03:04:05.678 UTC
 
 

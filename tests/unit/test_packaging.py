@@ -19,6 +19,8 @@ from airflow_sm_pytorch.packaging import (
     write_sourcedir,
 )
 
+pytestmark = pytest.mark.fast  # the quick lane: scripts/test.sh -m fast
+
 FIXTURE_SRC = Path(__file__).resolve().parents[1] / "fixtures" / "builders" / "src"
 
 

@@ -1,6 +1,10 @@
 """The one place that decides what is secret."""
 
+import pytest
+
 from airflow_sm_pytorch._redact import MASK, is_sensitive, redact, secrets
+
+pytestmark = pytest.mark.fast  # the quick lane: scripts/test.sh -m fast
 
 
 def test_sensitive_key_names():

@@ -9,6 +9,8 @@ import pytest
 from airflow_sm_pytorch.exceptions import SpecError
 from airflow_sm_pytorch.specs import TrainingSpec, iter_channels, parse_s3_uri, uri_kind
 
+pytestmark = pytest.mark.fast  # the quick lane: scripts/test.sh -m fast
+
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 BASE: dict[str, Any] = dict(entry_point="train.py", source_dir="src", role=ROLE, instance_type="ml.m5.xlarge",
                             instance_count=1, framework_version="2.3.0", py_version="py311")

@@ -2,6 +2,10 @@
 
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.fast  # the quick lane: scripts/test.sh -m fast
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "airflow_sm_pytorch"
 #: Modules exercised through their callers, and the tests that do it.

@@ -2,7 +2,11 @@
 
 from types import SimpleNamespace
 
+import pytest
+
 from airflow_sm_pytorch.operators.tagging import MAX_TAGS, merge_tags, task_tags
+
+pytestmark = pytest.mark.fast  # the quick lane: scripts/test.sh -m fast
 
 TI = SimpleNamespace(dag_id="d", task_id="t", run_id="manual__2026-12-04T15:40:32+00:00 #1", try_number=2)
 

@@ -16,6 +16,8 @@ from airflow_sm_pytorch.exceptions import SpecError
 from airflow_sm_pytorch.packaging import sourcedir_bytes
 from airflow_sm_pytorch.specs import TrainingSpec
 
+pytestmark = pytest.mark.fast  # the quick lane: scripts/test.sh -m fast
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "builders"
 SRC = str(FIXTURES / "src")
 JOB = "pytorch-training-2024-01-02-03-04-05-678"
