@@ -19,7 +19,8 @@ died: the serialized trigger, then ``execute_complete``.
 
 Replies (one JSON object per line on stdout, written with a single ``os.write`` so that lines of
 concurrent children never interleave): ``{"tag", "pid"}``, ``{"tag", "phase", "t", ...}`` at each phase
-(``start``, ``create`` just before CreateTrainingJob's describe-then-create, ``created``, ``waiting`` once the
+(``start``, ``create`` just before the describe-then-create, ``sending`` just before the CreateTrainingJob
+request itself, ``created``, ``waiting`` once the
 plain wait begins, ``deferred`` with the trigger and kwargs, ``trigger`` just before the trigger runs,
 ``complete`` just before ``execute_complete``), then ``{"tag", "result"}`` or ``{"tag", "error", "type"}``,
 and from the zygote ``{"tag", "exit", "status"}`` when the child has been reaped.
@@ -76,7 +77,12 @@ def run_task(request: dict[str, Any]) -> dict[str, Any]:
         op = _operator(request["conn_id"], request["source_dir"], deferrable=mode != "plain")
         op.poll_interval = request.get("poll_interval", op.poll_interval)
         hook = op.hook
-        submit, wait = hook.submit_training, hook.wait_for_training_job
+        submit, wait, call = hook.submit_training, hook.wait_for_training_job, hook.call
+
+        def call_(service: str, operation: str, **params: Any) -> Any:
+            if operation == "CreateTrainingJob":
+                _phase(tag, "sending")
+            return call(service, operation, **params)
 
         def submit_training(plan: Any) -> Any:
             _phase(tag, "create")
@@ -89,6 +95,7 @@ def run_task(request: dict[str, Any]) -> dict[str, Any]:
             return wait(*args, **kwargs)
 
         hook.submit_training, hook.wait_for_training_job = submit_training, wait_for_training_job
+        hook.call = call_
         return op
 
     # the handler Airflow's task runner installs: SIGTERM (mark failed, a killed worker) calls on_kill

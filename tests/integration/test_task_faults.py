@@ -155,24 +155,25 @@ def jobs_of(runtime: Any, run_id: str) -> list[str]:
 
 # ---------------------------------------------------------------------------------------- SIGKILL, rerun
 #: Where a task can be killed, with the longest random delay after reaching that phase:
-#: before the job exists (the describes of earlier tries, the plan), in the middle of describe-then-create,
-#: right after create, while the worker waits and tails logs / while the trigger waits, in execute_complete.
+#: before the job exists (the describes of earlier tries, the plan), in the describe-then-create (before the
+#: upload), with the CreateTrainingJob request in flight, right after create, while the worker waits and
+#: tails logs / while the trigger waits, in execute_complete.
 KILL_POINTS = {
-    "plain": {"start": 0.15, "create": 0.1, "created": 0.0, "waiting": 1.2},
-    "deferred": {"start": 0.15, "create": 0.1, "created": 0.0, "trigger": 1.2, "complete": 0.15},
+    "plain": {"start": 0.15, "create": 0.1, "sending": 0.03, "created": 0.0, "waiting": 1.2},
+    "deferred": {"start": 0.15, "create": 0.1, "sending": 0.03, "created": 0.0, "trigger": 1.2,
+                 "complete": 0.15},
 }
 ROUNDS = 20
 PARALLEL = 6
 
 
 def kill_plan(mode: str, seed: int) -> list[tuple[str, float]]:
+    """Every kill point once (in a random order), then random ones; each with a random delay."""
     rng = random.Random(seed)
     points = KILL_POINTS[mode]
-    plan = []
-    for _ in range(ROUNDS):
-        phase = rng.choice(sorted(points))
-        plan.append((phase, round(rng.uniform(0, points[phase]), 3)))
-    return plan
+    phases = rng.sample(sorted(points), len(points))
+    phases += [rng.choice(sorted(points)) for _ in range(ROUNDS - len(phases))]
+    return [(phase, round(rng.uniform(0, points[phase]), 3)) for phase in phases]
 
 
 @pytest.mark.timeout(600)  # ~45 s (plain) and ~75 s (deferred) on 2 idle cores
@@ -214,8 +215,8 @@ def test_a_task_killed_anywhere_and_run_again_in_the_same_try_ends_with_its_one_
             assert result["Created"] is created["created"], result
         elif created is not None:
             assert result["Created"] is False, result  # the rerun attached to the killed run's job
-        elif "create" not in phases:
-            assert result["Created"] is True, result  # killed before anything could be created
+        elif "sending" not in phases:
+            assert result["Created"] is True, result  # killed before CreateTrainingJob was sent
         return (f"round {i:2d}: kill at {phase}+{delay:.3f}s, last phase {phases[-1]}"
                 f"{' (the task had already ended)' if ended else ''}; the rerun "
                 f"{'resumed the trigger' if resumed else 'ran execute'} and "
