@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import EndpointConnectionError
 
 from airflow_sm_pytorch.builders.naming import task_job_name
 from tests.integration.test_deferrable import _defer, _first_async
 from tests.integration.test_deferrable import _operator as deferrable_operator
 from tests.integration.test_local_faults import wait_until
-from tests.integration.test_operator_local import _context, _script
+from tests.integration.test_operator_local import _context, _operator, _script
 
 pytestmark = pytest.mark.integration
 
@@ -350,3 +351,39 @@ def test_tasks_wait_through_the_runtime_being_down_for_ten_seconds(zygote, local
     logs = local_runtime.logs.glob("server-*.log")
     restarted = max(logs, key=lambda p: int(p.stem.split("-")[1])).read_text(errors="replace")
     assert "whose supervisor had exited" not in restarted, restarted
+
+
+# ---------------------------------------------------------------------------------------- found: log tail
+def _logs_unreachable_once(op: Any, url: str, on_call: int) -> None:
+    """The ``on_call``-th GetLogEvents of ``op`` fails as it does once botocore's retries are spent while the
+    runtime is away (the same error a Describe gets then, which the wait loop retries)."""
+    logs = op.hook.client("logs")
+    real, calls = logs.get_log_events, [0]
+
+    def get_log_events(**params: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == on_call:
+            raise EndpointConnectionError(endpoint_url=url)
+        return real(**params)
+
+    logs.get_log_events = get_log_events
+
+
+@pytest.mark.xfail(strict=True, raises=EndpointConnectionError,
+                   reason="LogTailer catches only ClientError: a connection error while tailing fails the task, "
+                   "while the same error in DescribeTrainingJob is retried")
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("mode", ["plain", "deferred"])
+def test_the_runtime_unreachable_while_logs_are_read_is_a_hiccup_too(mode, local_runtime, local_conn, tmp_path):
+    src = _script(tmp_path, SHORT.format(n=10))
+    if mode == "plain":  # the second read of the log, in the middle of the wait
+        op = _operator(local_conn, src)
+        _logs_unreachable_once(op, local_runtime.url, on_call=2)
+        result = op.execute(_context("logs-plain"))
+    else:  # the resumed task's tail
+        deferred = _defer(deferrable_operator(local_conn, src), _context("logs-deferred"))
+        event = asyncio.run(_first_async(deferred.trigger))
+        op = deferrable_operator(local_conn, src)
+        _logs_unreachable_once(op, local_runtime.url, on_call=1)
+        result = op.execute_complete(_context("logs-deferred"), event, **(deferred.kwargs or {}))
+    assert result["TrainingJobStatus"] == "Completed"
