@@ -53,10 +53,11 @@ def get_provider_info() -> dict[str, Any]:
     info: dict[str, Any] = {
         "package-name": "airflow-sm-pytorch",
         "name": "SageMaker PyTorch",
-        "description": "Train PyTorch models on Amazon SageMaker (PyTorchTrainOperator) and deploy them to "
-        "endpoints (DeployOperator, DeleteEndpointOperator, PyTorchPredictor), on AWS or on a local "
-        "SageMaker-compatible runtime that needs no AWS account (an AWS connection whose extra has "
-        "sm_pytorch.local_runtime).",
+        "description": "Train PyTorch models on Amazon SageMaker (PyTorchTrainOperator), fine-tune them from "
+        "HyperPod recipes (RecipeTrainOperator), attach to jobs started elsewhere (AttachSensor) and deploy "
+        "them to endpoints (DeployOperator, DeleteEndpointOperator, PyTorchPredictor), waiting in a worker "
+        "or deferred to the triggerer, on AWS or on a local SageMaker-compatible runtime that needs no AWS "
+        "account (an AWS connection whose extra has sm_pytorch.local_runtime).",
         "versions": [__version__],
         "integrations": [
             {
@@ -68,12 +69,28 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "Amazon SageMaker PyTorch",
-                "python-modules": ["airflow_sm_pytorch.operators.train", "airflow_sm_pytorch.operators.deploy"],
+                "python-modules": ["airflow_sm_pytorch.operators.train", "airflow_sm_pytorch.operators.deploy",
+                                   "airflow_sm_pytorch.operators.recipe"],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": "Amazon SageMaker PyTorch",
+                "python-modules": ["airflow_sm_pytorch.sensors.attach"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "Amazon SageMaker PyTorch",
+                "python-modules": ["airflow_sm_pytorch.triggers.sagemaker_pytorch"],
             }
         ],
         "extra-links": [
             "airflow_sm_pytorch.links.TrainingJobLink",
             "airflow_sm_pytorch.links.TrainingLogsLink",
+            "airflow_sm_pytorch.links.ModelLink",
+            "airflow_sm_pytorch.links.EndpointLink",
+            "airflow_sm_pytorch.links.EndpointLogsLink",
         ],
         "hooks": [
             {

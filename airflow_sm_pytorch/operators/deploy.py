@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_sm_pytorch.links import EndpointLink, EndpointLogsLink, ExtraLinks, ModelLink, store_links
 from airflow_sm_pytorch.operators.common import defer, fail_fast, raise_for_event
 from airflow_sm_pytorch.operators.tagging import merge_tags, task_tags
 from airflow_sm_pytorch.specs import DeploySpec, ModelSpec
@@ -60,6 +61,8 @@ class DeployOperator(BaseOperator):
 
     template_fields = ("training_job", "arguments", "aws_conn_id", "region_name")
     template_fields_renderers = {"arguments": "json"}
+    operator_extra_links = ExtraLinks(ModelLink(), EndpointLink(), EndpointLogsLink(),
+                                      instance_type=lambda op: op.arguments.get("instance_type"))
     ui_color = "#7fc97f"
 
     def __init__(self, *, training_job: str | Mapping[str, Any] | None = None, aws_conn_id: str | None = "aws_default",
@@ -119,7 +122,11 @@ class DeployOperator(BaseOperator):
         deferring = self.wait and self.deferrable
         description, changed = self.hook.deploy(plan, wait=self.wait and not deferring,
                                                 poll_interval=self.poll_interval, timeout=self.max_wait)
+        store_links(context, self.hook, model=name, endpoint=endpoint, log=self.log, operator=self)
         container = plan.create_model.get("PrimaryContainer") or {}
+        # lineage: the training output too when the code was repacked into a new model.tar.gz
+        self._model_data = [u.repack_of for u in plan.uploads if getattr(u, "repack_of", None)]
+        self._model_data.append(container.get("ModelDataUrl"))
         result = {
             "EndpointName": endpoint,
             "EndpointArn": description.get("EndpointArn"),
@@ -130,6 +137,7 @@ class DeployOperator(BaseOperator):
             "Image": container.get("Image"),
             "Changed": changed,
         }
+        self._result = result
         if deferring:
             defer(self, "Endpoint", endpoint, limit=self.max_wait, stop_on_kill=False,
                   carry={"result": _json_safe(result)})
@@ -142,11 +150,22 @@ class DeployOperator(BaseOperator):
 
         result = (event.get("carry") or {}).get("result") or {"EndpointName": event["name"]}
         name = result["EndpointName"]
+        store_links(context, self.hook, model=result.get("ModelName"), endpoint=name, operator=self)
+        self._model_data = [result.get("ModelDataUrl")]
         description = self.hook.describe("Endpoint", name) or {"EndpointStatus": "Failed"}
         self.log.info("Endpoint %s: %s", name, event.get("message"))
         raise_for_event(event, lambda: failure("Endpoint", name, description))
-        return _json_safe({**result, "EndpointArn": description.get("EndpointArn"),
-                           "EndpointStatus": description.get("EndpointStatus")})
+        self._result = {**result, "EndpointArn": description.get("EndpointArn"),
+                        "EndpointStatus": description.get("EndpointStatus")}
+        return _json_safe(self._result)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the model data (and the training output it was repacked from) in, the endpoint out."""
+        from airflow_sm_pytorch.lineage import deploy_lineage
+
+        result = getattr(self, "_result", None) or {}
+        return deploy_lineage([u for u in getattr(self, "_model_data", []) if u],
+                              result.get("EndpointArn") or result.get("EndpointName"), self.hook.region)
 
 
 def _json_safe(result: dict[str, Any]) -> dict[str, Any]:

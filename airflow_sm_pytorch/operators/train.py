@@ -18,7 +18,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_sm_pytorch._redact import redact, secrets
 from airflow_sm_pytorch.exceptions import RequestRejected
-from airflow_sm_pytorch.links import TrainingJobLink, TrainingLogsLink
+from airflow_sm_pytorch.links import ExtraLinks, TrainingJobLink, TrainingLogsLink, store_links
 from airflow_sm_pytorch.operators.common import defer, fail_fast, raise_for_event
 from airflow_sm_pytorch.operators.tagging import merge_tags, task_tags
 from airflow_sm_pytorch.specs import TrainingSpec
@@ -92,7 +92,8 @@ class PyTorchTrainOperator(BaseOperator):
 
     template_fields = ("estimator", "aws_conn_id", "region_name")
     template_fields_renderers = {"estimator": "json"}
-    operator_extra_links = (TrainingJobLink(), TrainingLogsLink())
+    operator_extra_links = ExtraLinks(TrainingJobLink(), TrainingLogsLink(),
+                                      instance_type=lambda op: op.estimator.get("instance_type"))
     ui_color = "#f5a34b"
 
     def __init__(
@@ -133,6 +134,7 @@ class PyTorchTrainOperator(BaseOperator):
             self.log.warning("%s: deferrable=True with wait=False: the task ends once the job is created "
                              "(nothing is deferred)", self.task_id)
         self.job_name: str | None = None
+        self._description: dict[str, Any] | None = None
 
     @cached_property
     def hook(self) -> SageMakerPyTorchHook:
@@ -167,7 +169,8 @@ class PyTorchTrainOperator(BaseOperator):
         self.log.info("::endgroup::")
         description, created = self.hook.submit_training(plan)
         self.log.info("%s training job %s", "Created" if created else "Attached to", self.job_name)
-        self._persist_links(context)
+        store_links(context, self.hook, training_job=self.job_name, log=self.log, operator=self)
+        self._description = description
         if not self.wait:
             return summarize(description, created=created)
         job_log = self._job_log(hidden)
@@ -184,6 +187,7 @@ class PyTorchTrainOperator(BaseOperator):
             timeout=self.max_ingestion_time,
             job_log=job_log,
         )
+        self._description = description
         return summarize(description, created=created)
 
     @fail_fast
@@ -195,6 +199,7 @@ class PyTorchTrainOperator(BaseOperator):
         carry = event.get("carry") or {}
         self.job_name = job_name = carry.get("job_name") or event["name"]
         created = carry.get("created")
+        store_links(context, self.hook, training_job=job_name, operator=self)  # Airflow re-pushes links when a task resumes
         job_log = self._job_log(self._hide_secrets(self.build_spec()), tokens=carry.get("log_tokens"))
         description = self.hook.describe("TrainingJob", job_name)
         if job_log is not None:
@@ -209,6 +214,7 @@ class PyTorchTrainOperator(BaseOperator):
         if description is None:
             raise RequestRejected("DescribeTrainingJob", "ResourceNotFound", f"training job {job_name} no "
                                   "longer exists")
+        self._description = description
         return summarize(description, created=created)
 
     def _hide_secrets(self, spec: TrainingSpec) -> list[str]:
@@ -250,16 +256,11 @@ class PyTorchTrainOperator(BaseOperator):
         self.log.info("Try %d starts a new job %s (the latest, %s, is %s)", try_number, own, name, status)
         return own
 
-    def _persist_links(self, context: Context) -> None:
-        from airflow_sm_pytorch.builders.images import partition_for
-        from airflow_sm_pytorch.links import console_urls, persist
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the job's input channels in, its model artifacts out (as the Amazon provider's)."""
+        from airflow_sm_pytorch.lineage import training_lineage
 
-        if self.hook.is_local or not self.do_xcom_push:
-            return
-        urls = console_urls(self.hook.region, partition_for(self.hook.region), self.job_name or "")
-        for url in urls.values():
-            self.log.info("Console: %s", url)
-        persist(context, urls)
+        return training_lineage(self._description)
 
     def on_kill(self) -> None:
         if self.job_name:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.bases.sensor import BaseSensorOperator, PokeReturnValue
 
 from airflow_sm_pytorch.exceptions import RequestRejected, SpecError
-from airflow_sm_pytorch.links import TrainingJobLink, TrainingLogsLink
+from airflow_sm_pytorch.links import TrainingJobLink, TrainingLogsLink, store_links
 from airflow_sm_pytorch.operators.common import defer, fail_fast, raise_for_event
 from airflow_sm_pytorch.operators.train import JOB_LOG, summarize
 
@@ -56,7 +56,7 @@ class AttachSensor(BaseSensorOperator):
     """
 
     template_fields: Sequence[str] = ("training_job_name", "aws_conn_id", "region_name")
-    operator_extra_links = (TrainingJobLink(), TrainingLogsLink())
+    operator_extra_links = (TrainingJobLink(), TrainingLogsLink())  # the connection decides: stored on AWS only
     ui_color = "#f5a34b"
 
     def __init__(self, *, training_job_name: str, aws_conn_id: str | None = "aws_default",
@@ -99,6 +99,7 @@ class AttachSensor(BaseSensorOperator):
             return super().execute(context)
         name = self.job_name
         self._describe(name)
+        store_links(context, self.hook, training_job=name, log=self.log, operator=self)
         job_log = self._job_log(name, {})
         if job_log is not None:
             job_log.poll()
@@ -110,6 +111,7 @@ class AttachSensor(BaseSensorOperator):
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
 
         name = self.job_name
+        store_links(context, self.hook, training_job=name, operator=self)
         job_log = self._job_log(name, (event.get("carry") or {}).get("log_tokens") or {})
         description = self._describe(name)
         if job_log is not None:
@@ -129,6 +131,10 @@ class AttachSensor(BaseSensorOperator):
                 raise
             self.log.warning("DescribeTrainingJob %s failed (%s); trying again at the next poke", name, err)
             return False
+        # a rescheduled sensor's XComs are cleared at every poke: store the links each time, log them once
+        store_links(context, self.hook, training_job=name, operator=self,
+                    log=self.log if not getattr(self, "_links_logged", False) else None)
+        self._links_logged = True
         job_log = self._job_log(name, self._load_position(context))
         if job_log is not None:
             job_log.poll()
@@ -171,9 +177,16 @@ class AttachSensor(BaseSensorOperator):
         from airflow_sm_pytorch._redact import redact
         from airflow_sm_pytorch.builders.deploy import attach_params
 
+        self._description = description
         attached = attach_params(description)
         attached["HyperParameters"] = redact(attached["HyperParameters"])
         return {**summarize(description), **attached}
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the attached job's input channels in, its model artifacts out."""
+        from airflow_sm_pytorch.lineage import training_lineage
+
+        return training_lineage(getattr(self, "_description", None))
 
     # The log position across pokes: in memory for poke mode; a rescheduled sensor is a new process each
     # poke and Airflow clears its XComs on every run, so the position lives in a Variable for the try.

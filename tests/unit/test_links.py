@@ -202,7 +202,5 @@ def test_links_are_on_the_operator_and_registered_with_the_provider():
     assert {"airflow_sm_pytorch.links.TrainingJobLink", "airflow_sm_pytorch.links.TrainingLogsLink"} <= set(registered)
 
 
-@pytest.mark.xfail(set(airflow_sm_pytorch.get_provider_info()["extra-links"]) != _EVERY_LINK,
-                   reason="get_provider_info() does not list ModelLink, EndpointLink, EndpointLogsLink yet", strict=True)
 def test_the_provider_registers_every_link_class():
     assert set(airflow_sm_pytorch.get_provider_info()["extra-links"]) == _EVERY_LINK
