@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError
 
 from airflow_sm_pytorch.exceptions import JobFailed, RequestRejected
 from airflow_sm_pytorch.hooks.errors import code as _code
-from airflow_sm_pytorch.hooks.errors import is_retryable as _is_retryable
+from airflow_sm_pytorch.hooks.errors import is_transient
 from airflow_sm_pytorch.hooks.errors import message as _message
 
 if TYPE_CHECKING:
@@ -42,9 +42,11 @@ class LogTailer:
         while True:
             try:
                 page = logs.describe_log_streams(**params)
-            except ClientError as err:
-                if _code(err) == "ResourceNotFoundException" or _is_retryable(err):
+            except Exception as err:  # noqa: BLE001 - a hiccup is read again at the next poll
+                if is_transient(err) or (isinstance(err, ClientError) and _code(err) == "ResourceNotFoundException"):
                     return names
+                if not isinstance(err, ClientError):
+                    raise
                 raise RequestRejected("DescribeLogStreams", _code(err), _message(err)) from err
             names += [s["logStreamName"] for s in page.get("logStreams", [])]
             if not page.get("nextToken"):
@@ -86,9 +88,11 @@ class LogTailer:
                 params["nextToken"] = token
             try:
                 page = logs.get_log_events(**params)
-            except ClientError as err:
-                if _is_retryable(err) or _code(err) == "ResourceNotFoundException":
+            except Exception as err:  # noqa: BLE001 - a hiccup is read again at the next poll
+                if is_transient(err) or (isinstance(err, ClientError) and _code(err) == "ResourceNotFoundException"):
                     return
+                if not isinstance(err, ClientError):
+                    raise
                 raise RequestRejected("GetLogEvents", _code(err), _message(err)) from err
             for event in page.get("events", []):
                 yield event["message"].rstrip("\n")

@@ -369,9 +369,6 @@ def _logs_unreachable_once(op: Any, url: str, on_call: int) -> None:
     logs.get_log_events = get_log_events
 
 
-@pytest.mark.xfail(strict=True, raises=EndpointConnectionError,
-                   reason="LogTailer catches only ClientError: a connection error while tailing fails the task, "
-                   "while the same error in DescribeTrainingJob is retried")
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("mode", ["plain", "deferred"])
 def test_the_runtime_unreachable_while_logs_are_read_is_a_hiccup_too(mode, local_runtime, local_conn, tmp_path):
