@@ -39,17 +39,19 @@ from typing import Any
 
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError
 
 from airflow_sm_pytorch.exceptions import JobFailed, RequestRejected, SpecError
 from airflow_sm_pytorch.hooks.errors import code as _code
 from airflow_sm_pytorch.hooks.errors import message as _message
 from airflow_sm_pytorch.hooks.logs import JobLog
 from airflow_sm_pytorch.hooks.resources import NOT_FOUND_CODES, RESOURCES, method_name
-from airflow_sm_pytorch.hooks.waiting import run_sync, waiting
+from airflow_sm_pytorch.hooks.waiting import answered, run_sync, waiting
 from airflow_sm_pytorch.local import config as local_config
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+#: Seconds a /ping of the local runtime may take before it counts as not answering.
+PING_TIMEOUT = 5.0
 #: Services the local runtime serves on its endpoint (the rest, e.g. s3, go where the connection says).
 _RUNTIME_SERVICES = ("sagemaker", "logs", "sagemaker-runtime")
 #: What a local runtime answers when a request's keys or signature are wrong.
@@ -326,6 +328,14 @@ class SageMakerPyTorchHook(AwsBaseHook):
                        warn=self.log.warning)
         return run_sync(step, lambda: self.describe(kind, name))
 
+    def describe_patiently(self, kind: str, name: str, *, poll_interval: float = 5.0,
+                           timeout: float | None = None) -> dict[str, Any] | None:
+        """:meth:`describe`, retrying transient errors (the service or the local runtime away a while) as a
+        wait does; ``None`` when the resource does not exist. A resumed task reads its job's outcome so."""
+        deadline = None if timeout is None else time.time() + timeout
+        step = answered(kind, name, poll_interval=poll_interval, deadline=deadline, warn=self.log.warning)
+        return run_sync(step, lambda: self.describe(kind, name))
+
     # ---------------------------------------------------------------- training
     def submit_training(self, plan: Any) -> tuple[dict[str, Any], bool]:
         """Create the plan's training job once (uploading its code only when creating)."""
@@ -544,11 +554,13 @@ class SageMakerPyTorchHook(AwsBaseHook):
             return
         url = urllib.parse.urlparse(endpoint)
         if not settings.get("autostart", True) or url.hostname not in _LOOPBACK:
+            # caused by a refused connection, so that a wait retries it like any call's (the runtime
+            # restarting), while a submission fails with this message
             raise RequestRejected(
                 "Connect", "EndpointUnreachable",
                 f"nothing answers at {endpoint}; start it with `airflow-sm-pytorch local serve "
                 f"--port {url.port}` or set sm_pytorch.local_runtime.autostart to true",
-            )
+            ) from EndpointConnectionError(endpoint_url=endpoint)
         root = Path(settings["root"])
         root.mkdir(parents=True, exist_ok=True)
         log_path = root / "server.log"
@@ -574,7 +586,7 @@ class SageMakerPyTorchHook(AwsBaseHook):
             time.sleep(0.1)
         raise RequestRejected("Connect", "EndpointUnreachable",
                               f"the local runtime did not answer at {endpoint} within {wait_seconds:.0f}s; "
-                              f"see {log_path}")
+                              f"see {log_path}") from EndpointConnectionError(endpoint_url=endpoint)
 
 
 def _settings(conn_config: Any) -> dict[str, Any]:
@@ -618,7 +630,8 @@ def _bucket_uri(bucket: str) -> str:
 
 def _ping(endpoint: str) -> bool:
     try:
-        with urllib.request.urlopen(endpoint.rstrip("/") + "/ping", timeout=1.0) as response:
+        # a refused connection answers at once; a busy runtime (or machine) may take seconds
+        with urllib.request.urlopen(endpoint.rstrip("/") + "/ping", timeout=PING_TIMEOUT) as response:
             return response.status == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False

@@ -38,20 +38,8 @@ def waiting(kind: str, name: str, *, poll_interval: float, deadline: float | Non
             warn: Callable[[str], None] = lambda message: None) -> Step:
     """The wait for ``kind`` ``name`` as a generator of ``DESCRIBE`` / sleep-seconds requests (see above)."""
     resource = RESOURCES[kind]
-    streak = 0
     while True:
-        answer = yield DESCRIBE
-        if isinstance(answer, BaseException):
-            if not is_transient(answer):
-                raise answer
-            streak += 1
-            delay = min(MAX_BACKOFF, poll_interval * 2 ** min(streak - 1, 10)) * random.uniform(0.5, 1.0)
-            _check_deadline(deadline, f"{kind} {name} could not be described ({_short(answer)})")
-            warn(f"{resource.describe} {name} failed ({_short(answer)}); retrying in {delay:.1f}s "
-                 f"(attempt {streak}; the {_words(kind)} is unaffected)")
-            yield delay
-            continue
-        streak = 0
+        answer = yield from answered(kind, name, poll_interval=poll_interval, deadline=deadline, warn=warn)
         if answer is None:
             raise RequestRejected(resource.describe, "ResourceNotFound",
                                   f"{kind} {name} does not exist (deleted, or another account or region)")
@@ -65,6 +53,28 @@ def waiting(kind: str, name: str, *, poll_interval: float, deadline: float | Non
         _check_deadline(deadline, f"{kind} {name} did not finish in time; it is still "
                                   f"{answer.get(resource.status_key or '')} (and keeps running)")
         yield poll_interval
+
+
+def answered(kind: str, name: str, *, poll_interval: float, deadline: float | None = None,
+             warn: Callable[[str], None] = lambda message: None) -> Step:
+    """One description of ``kind`` ``name`` (``None``: no such resource), through transient errors.
+
+    The part of :func:`waiting` that asks; alone, it is how a resumed task reads the outcome its trigger
+    saw, so that the service being away at that moment is a hiccup there too.
+    """
+    streak = 0
+    while True:
+        answer = yield DESCRIBE
+        if not isinstance(answer, BaseException):
+            return answer
+        if not is_transient(answer):
+            raise answer
+        streak += 1
+        delay = min(MAX_BACKOFF, poll_interval * 2 ** min(streak - 1, 10)) * random.uniform(0.5, 1.0)
+        _check_deadline(deadline, f"{kind} {name} could not be described ({_short(answer)})")
+        warn(f"{RESOURCES[kind].describe} {name} failed ({_short(answer)}); retrying in {delay:.1f}s "
+             f"(attempt {streak}; the {_words(kind)} is unaffected)")
+        yield delay
 
 
 def failure(kind: str, name: str, description: dict[str, Any]) -> JobFailed:

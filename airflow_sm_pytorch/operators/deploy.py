@@ -152,7 +152,8 @@ class DeployOperator(BaseOperator):
         name = result["EndpointName"]
         store_links(context, self.hook, model=result.get("ModelName"), endpoint=name, operator=self)
         self._model_data = [result.get("ModelDataUrl")]
-        description = self.hook.describe("Endpoint", name) or {"EndpointStatus": "Failed"}
+        description = (self.hook.describe_patiently("Endpoint", name, poll_interval=self.poll_interval)
+                       or {"EndpointStatus": "Failed"})
         self.log.info("Endpoint %s: %s", name, event.get("message"))
         raise_for_event(event, lambda: failure("Endpoint", name, description))
         self._result = {**result, "EndpointArn": description.get("EndpointArn"),

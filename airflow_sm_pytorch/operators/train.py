@@ -201,7 +201,7 @@ class PyTorchTrainOperator(BaseOperator):
         created = carry.get("created")
         store_links(context, self.hook, training_job=job_name, operator=self)  # Airflow re-pushes links when a task resumes
         job_log = self._job_log(self._hide_secrets(self.build_spec()), tokens=carry.get("log_tokens"))
-        description = self.hook.describe("TrainingJob", job_name)
+        description = self.hook.describe_patiently("TrainingJob", job_name, poll_interval=self.poll_interval)
         if job_log is not None:
             job_log.tail(self.resume_log_lines)
         self.log.info("Training job %s: %s", job_name, event.get("message"))

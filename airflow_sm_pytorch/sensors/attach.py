@@ -113,7 +113,7 @@ class AttachSensor(BaseSensorOperator):
         name = self.job_name
         store_links(context, self.hook, training_job=name, operator=self)
         job_log = self._job_log(name, (event.get("carry") or {}).get("log_tokens") or {})
-        description = self._describe(name)
+        description = self._describe(name, patiently=True)
         if job_log is not None:
             job_log.tail(self.resume_log_lines)
         raise_for_event(event, lambda: self._failure(name, description, job_log))
@@ -150,8 +150,9 @@ class AttachSensor(BaseSensorOperator):
         return PokeReturnValue(is_done=True, xcom_value=self._result(description))
 
     # ---------------------------------------------------------------- helpers
-    def _describe(self, name: str) -> dict[str, Any]:
-        description = self.hook.describe("TrainingJob", name)
+    def _describe(self, name: str, *, patiently: bool = False) -> dict[str, Any]:
+        description = (self.hook.describe_patiently("TrainingJob", name, poll_interval=self.poll_interval)
+                       if patiently else self.hook.describe("TrainingJob", name))
         if description is None:
             raise RequestRejected("DescribeTrainingJob", "ResourceNotFound",
                                   f"training job {name} does not exist in {self.hook.region} on "

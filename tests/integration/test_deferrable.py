@@ -89,6 +89,29 @@ def test_deferred_failure_fails_with_the_reason_and_the_lines_around_the_error(l
     assert "ValueError: bad learning rate: -1" in str(err.value) and "log lines around the error" in str(err.value)
 
 
+def test_a_task_resumed_while_the_runtime_is_away_waits_for_it(local_conn, local_runtime, tmp_path, capfd):
+    """The trigger saw the job end, then the runtime went away: the resumed task's Describe (and its client,
+    which checks that the runtime answers) retries as a wait does, and ends with the job's result."""
+    import threading
+
+    src = _script(tmp_path, "print('done', flush=True)\n")
+    deferred = _defer(_operator(local_conn, src), _context())
+    event = _first_event(deferred.trigger)
+    assert event["status"] == "success", event
+    local_runtime.kill()
+    back = threading.Timer(4.0, local_runtime.restart)
+    back.start()
+    try:
+        resumed = _operator(local_conn, src)
+        result = resumed.execute_complete(_context(), event)
+    finally:
+        back.join()
+    assert result["TrainingJobStatus"] == "Completed"
+    printed = "".join(capfd.readouterr())  # Airflow's task log (structlog) writes to the terminal
+    retried = [line for line in printed.splitlines() if "retrying in" in line]
+    assert retried and "EndpointUnreachable" in retried[0] and "is unaffected" in retried[0], printed[-3000:]
+
+
 def test_a_killed_deferred_task_stops_its_job(local_conn, tmp_path):
     src = _script(tmp_path, "import time\nprint('started', flush=True)\ntime.sleep(600)\n")
     op = _operator(local_conn, src)

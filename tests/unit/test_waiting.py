@@ -9,7 +9,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeou
 
 from airflow_sm_pytorch.exceptions import JobFailed, JobTimeout, RequestRejected
 from airflow_sm_pytorch.hooks.errors import is_transient
-from airflow_sm_pytorch.hooks.waiting import DESCRIBE, waiting
+from airflow_sm_pytorch.hooks.waiting import DESCRIBE, answered, waiting
 from airflow_sm_pytorch.operators.common import fail_fast
 
 
@@ -52,6 +52,22 @@ def test_transient_errors_back_off_with_jitter_and_never_end_the_wait():
     assert max(delays) <= 60.0 and delays[-1] >= 30.0  # capped at a minute
     assert len(warnings) == 12 and "is unaffected" in warnings[0]
     assert step.send(_job("InProgress")) == 2.0  # a good answer resets the backoff to the interval
+
+
+def test_one_answer_through_hiccups_is_any_description_or_none():
+    """What a resumed task asks: any status (or no such job) is an answer; only errors are retried."""
+    for final in (_job("Failed"), None):
+        step = answered("TrainingJob", "j", poll_interval=1.0)
+        assert next(step) == DESCRIBE
+        assert 0.5 <= step.send(EndpointConnectionError(endpoint_url="http://127.0.0.1:1")) <= 1.0
+        assert step.send(None) == DESCRIBE
+        with pytest.raises(StopIteration) as done:
+            step.send(final)
+        assert done.value.value == final
+    step = answered("TrainingJob", "j", poll_interval=1.0)
+    next(step)
+    with pytest.raises(RequestRejected):
+        step.send(RequestRejected("DescribeTrainingJob", "AccessDeniedException", "m"))
 
 
 def test_only_the_jobs_own_outcome_ends_the_wait():
