@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-args=(-q -p no:cacheprovider -n auto --dist worksteal)
+args=(-q -p no:cacheprovider -n auto --dist worksteal --durations=25)
 prev=
 for arg in "$@"; do
   # the fast lane starts no workers and skips hypothesis's plugin (seconds of start-up, none of its tests)

@@ -43,9 +43,8 @@ def pytest_collection_modifyitems(config, items):
             reason = ("Playwright is not installed (pip install -e '.[browser]'; scripts/setup.sh does it "
                       "where Chromium is found)")
     for item in items:
-        if "tests/browser/" in str(item.fspath).replace(os.sep, "/"):
-            if reason:
-                item.add_marker(pytest.mark.skip(reason=reason))
+        if reason and "tests/browser/" in str(item.fspath).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 class Airflow:
@@ -108,6 +107,26 @@ class Airflow:
             time.sleep(1)
         raise TimeoutError(f"Airflow was not healthy after {timeout:.0f}s:\n"
                            + "\n".join(self.tail(name, 1500) for name in self.COMPONENTS))
+
+    def has_run(self, dag_id: str, run_id: str) -> bool:
+        """Whether Airflow's database (SQLite in this home) holds that DAG run."""
+        import sqlite3
+        from contextlib import closing
+
+        try:
+            with closing(sqlite3.connect(f"file:{self.home / 'airflow.db'}?mode=ro", uri=True, timeout=5)) as db:
+                row = db.execute("SELECT 1 FROM dag_run WHERE dag_id = ? AND run_id = ?", (dag_id, run_id))
+                return row.fetchone() is not None
+        except sqlite3.Error:
+            return False
+
+    def task_logs(self, run_id: str, chars: int = 1500) -> str:
+        """The end of every task log of ``run_id`` (why a task upstream failed, when one did)."""
+        parts = []
+        for path in sorted((self.home / "logs").glob(f"dag_id=*/run_id={run_id}/task_id=*/attempt=*.log")):
+            text = path.read_text(errors="replace")
+            parts.append(f"--- {path.parent.name}/{path.name}\n{text[-chars:]}")
+        return "\n".join(parts) or f"(no task logs of {run_id} under {self.home / 'logs'})"
 
     def tail(self, name: str, chars: int = 4000) -> str:
         try:

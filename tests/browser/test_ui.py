@@ -20,14 +20,15 @@ DAG = "example_pytorch_train"
 PAGE_WAIT_S = 120
 
 
-def _wait_for(check, what: str, timeout: float, page, interval: float = 1.0):
+def _wait_for(check, what: str, timeout: float, page, interval: float = 1.0, logs=lambda: ""):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"{what} within {timeout:.0f}s; the page said:\n{page.inner_text('body')[-3000:]}")
+    raise AssertionError(f"{what} within {timeout:.0f}s; the page said:\n{page.inner_text('body')[-3000:]}"
+                         f"\n{logs()}")
 
 
 @pytest.mark.timeout(300)
@@ -61,7 +62,11 @@ def test_trigger_form_starts_the_example_and_the_task_log_streams_the_job(airflo
             dialog.get_by_text("Advanced Options").click()
             dialog.locator('input[name="dagRunId"]').fill(run_id)
             dialog.get_by_role("button", name="Trigger", exact=True).click()
-            page.get_by_text("Dag Run Triggered").first.wait_for(state="visible")  # the UI's own toast
+            # The UI's own toast says so; on a loaded machine (the suite runs in parallel) it can come and
+            # go between two looks, so the run in Airflow's database counts as well.
+            def triggered():
+                return page.get_by_text("Dag Run Triggered").count() or airflow_ui.has_run(DAG, run_id)
+            _wait_for(triggered, f"the run {run_id} triggered from the form", PAGE_WAIT_S, page, interval=0.5)
 
             # The train task's page: its log shows the job's own lines while the task still runs.
             page.goto(f"{airflow_ui.url}/dags/{DAG}/runs/{run_id}/tasks/train")
@@ -74,7 +79,7 @@ def test_trigger_form_starts_the_example_and_the_task_log_streams_the_job(airflo
                 text = page.inner_text("body")
                 return text if "epoch=" in text else None
             text = _wait_for(streamed, "the task log showing the training job's epoch lines", PAGE_WAIT_S,
-                             page, interval=2.0)
+                             page, interval=2.0, logs=lambda: airflow_ui.task_logs(run_id))
             # the lines came while the task ran: its state badge still says so, the job is not done
             assert page.get_by_text("Running", exact=True).first.is_visible(), text[-3000:]
             assert "epoch=200 " not in text and "landed at" not in text, text[-3000:]
