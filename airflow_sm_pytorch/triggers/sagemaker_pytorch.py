@@ -68,10 +68,20 @@ class SageMakerPyTorchTrigger(BaseTrigger):
 
         event = {"kind": self.kind, "name": self.name, "carry": self.carry}
         try:
-            async with shared_client(self.aws_conn_id, self.region_name) as client:
+            async with contextlib.AsyncExitStack() as stack:
+                clients: list[Any] = []
+
+                async def ask() -> dict[str, Any] | None:
+                    # the client is made at the first Describe, so that failing to make it (the local
+                    # runtime or the network away at that moment) is an answer the wait retries
+                    if not clients:
+                        clients.append(await stack.enter_async_context(
+                            shared_client(self.aws_conn_id, self.region_name)))
+                    return await describe(clients[0], self.kind, self.name)
+
                 step = waiting(self.kind, self.name, poll_interval=self.poll_interval, deadline=self.deadline,
                                warn=self.log.warning)
-                description = await run_async(step, lambda: describe(client, self.kind, self.name))
+                description = await run_async(step, ask)
             status = _status(self.kind, description)
             yield TriggerEvent({**event, "status": "success", "message": f"{self.kind} {self.name}: {status}"})
         except JobFailed as err:

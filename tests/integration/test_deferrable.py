@@ -112,6 +112,24 @@ def test_a_task_resumed_while_the_runtime_is_away_waits_for_it(local_conn, local
     assert retried and "EndpointUnreachable" in retried[0] and "is unaffected" in retried[0], printed[-3000:]
 
 
+def test_a_trigger_that_starts_while_the_runtime_is_away_waits_for_it(local_conn, local_runtime, tmp_path):
+    """The triggerer picks the trigger up while nothing answers (its client cannot be made yet): that is
+    a hiccup of the wait, not the task's failure."""
+    import threading
+
+    src = _script(tmp_path, "print('done', flush=True)\n")
+    deferred = _defer(_operator(local_conn, src), _context())
+    assert _first_event(deferred.trigger)["status"] == "success"
+    local_runtime.kill()
+    back = threading.Timer(4.0, local_runtime.restart)
+    back.start()
+    try:
+        event = _first_event(_round_trip(deferred.trigger))
+    finally:
+        back.join()
+    assert event["status"] == "success", event
+
+
 def test_a_killed_deferred_task_stops_its_job(local_conn, tmp_path):
     src = _script(tmp_path, "import time\nprint('started', flush=True)\ntime.sleep(600)\n")
     op = _operator(local_conn, src)
