@@ -38,10 +38,9 @@ class LogTailer:
     def _streams(self) -> list[str]:
         names: list[str] = []
         params: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamNamePrefix": f"{self.job_name}/"}
-        logs = self.hook.client("logs")
         while True:
-            try:
-                page = logs.describe_log_streams(**params)
+            try:  # the client too: making it checks that the local runtime answers
+                page = self.hook.client("logs").describe_log_streams(**params)
             except Exception as err:  # noqa: BLE001 - a hiccup is read again at the next poll
                 if is_transient(err) or (isinstance(err, ClientError) and _code(err) == "ResourceNotFoundException"):
                     return names
@@ -80,14 +79,13 @@ class LogTailer:
             yield stream, (f"[{host}] {message}" if many else message for message in self._events(stream))
 
     def _events(self, stream: str) -> Iterator[str]:
-        logs = self.hook.client("logs")
         while True:
             token = self.tokens.get(stream)
             params: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamName": stream, "startFromHead": True}
             if token:
                 params["nextToken"] = token
             try:
-                page = logs.get_log_events(**params)
+                page = self.hook.client("logs").get_log_events(**params)
             except Exception as err:  # noqa: BLE001 - a hiccup is read again at the next poll
                 if is_transient(err) or (isinstance(err, ClientError) and _code(err) == "ResourceNotFoundException"):
                     return
