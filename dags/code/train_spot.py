@@ -47,7 +47,7 @@ def main() -> None:
     last = os.path.join(args.checkpoint_dir, "last.pt")
     first = 1
     if os.path.exists(last):
-        state = torch.load(last)
+        state = torch.load(last, weights_only=True)  # a checkpoint is data: never unpickle code from it
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         first = state["epoch"] + 1

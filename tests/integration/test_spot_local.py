@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import subprocess
 import sys
 import tarfile
 import time
@@ -331,3 +332,32 @@ def test_a_task_keeps_waiting_through_an_interruption(local_conn, local_runtime,
     assert statuses.count("Interrupted") == 1 and statuses[-1] == "Completed", statuses
     assert job["billable_seconds"] < job["training_seconds"]
     assert (tmp_path / "ckpt" / "step.txt").read_text() == "25"
+
+
+class _Planted:
+    """A pickle that, when unpickled, writes a file: what a tampered checkpoint in S3 could hold."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+def test_a_tampered_checkpoint_is_refused_not_unpickled(tmp_path):
+    """Checkpoints come back from the checkpoint URI (S3 on AWS), which other principals may write: the example
+    restores them with ``weights_only=True``, so a planted pickle fails the script instead of running."""
+    import torch
+
+    channels = _dataset(tmp_path / "data")
+    checkpoints, marker = tmp_path / "checkpoints", tmp_path / "planted-code-ran"
+    checkpoints.mkdir()
+    torch.save({"model": _Planted(marker), "epoch": 1}, checkpoints / "last.pt")
+    proc = subprocess.run(
+        [sys.executable, str(CODE / "train_spot.py"), "--epochs", "2", "--checkpoint-dir", str(checkpoints),
+         "--train", unquote(urlparse(channels["train"]).path), "--test", unquote(urlparse(channels["test"]).path),
+         "--model-dir", str(tmp_path / "model")],
+        cwd=CODE, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "Weights only load failed" in proc.stderr, proc.stderr[-3000:]
+    assert not marker.exists()
