@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -151,6 +152,36 @@ def test_a_corrupt_state_db_is_one_clear_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert str(tmp_path / "state.db") in lines[0] and "move it aside" in lines[0]
+
+
+def _a_non_loopback_address() -> str | None:
+    """One of this machine's own non-loopback IPv4 addresses (no packet is sent), or None."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))
+            address = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") or address == "0.0.0.0" else address
+
+
+def test_the_default_bind_is_loopback_only(tmp_path):
+    """No --host: the runtime listens on 127.0.0.1, so this machine's other addresses refuse the port."""
+    proc = subprocess.Popen([sys.executable, "-m", "airflow_sm_pytorch.cli", "local", "serve", "--port", "0",
+                             "--root", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **LocalRuntime.KEYS})
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("airflow-sm-pytorch local runtime listening on http://127.0.0.1:"), line
+        port = int(line.split("http://127.0.0.1:")[1].split()[0])
+        address = _a_non_loopback_address()
+        if address is not None:
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection((address, port), timeout=5).close()
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "every machine that reaches this address" not in err
 
 
 def test_listening_beyond_loopback_warns(tmp_path):

@@ -53,13 +53,14 @@ def save_tiny(path: Path) -> torch.jit.ScriptModule:
 
 
 class ModelServer:
-    def __init__(self, model_dir: Path, tmp: Path, workers: int = 1, env: dict[str, str] | None = None) -> None:
+    def __init__(self, model_dir: Path, tmp: Path, workers: int = 1, env: dict[str, str] | None = None,
+                 host: str | None = "127.0.0.1") -> None:
         self.model_dir, self.tmp = model_dir, tmp
         self.status_file = tmp / "status.json"
         self.stdout, self.stderr = tmp / "stdout.log", tmp / "stderr.log"
         cmd = [sys.executable, "-m", "airflow_sm_pytorch.local.serving", "--model-dir", str(model_dir),
-               "--host", "127.0.0.1", "--port", "0", "--workers", str(workers), "--status-file",
-               str(self.status_file)]
+               *(["--host", host] if host is not None else []), "--port", "0", "--workers", str(workers),
+               "--status-file", str(self.status_file)]
         with open(self.stdout, "wb") as out, open(self.stderr, "wb") as err:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, env={**os.environ, **(env or {})},
                                          start_new_session=True)
@@ -513,6 +514,23 @@ def test_configuration_errors_exit_2_with_a_server_error(tmp_path, args, env, wo
     assert proc.returncode == 2, proc.stdout + proc.stderr
     state = json.loads(status_file.read_text())
     assert state["status"] == "Failed" and state["reason"].startswith("ServerError: ") and words in state["reason"]
+
+
+@pytest.mark.parametrize("host, public", [(None, False), ("0.0.0.0", True)])
+def test_the_default_bind_is_loopback_and_a_public_one_warns(tmp_path, host, public):
+    """The model server has no authentication of its own (as SageMaker's, inside its container): with no
+    --host it listens on 127.0.0.1 only; any other address is the user's explicit choice and warned about."""
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    save_tiny(model_dir / "model.pt")
+    server = ModelServer(model_dir, tmp_path, host=host)
+    try:
+        state = server.wait_for("InService")
+        assert state["host"] == (host or "127.0.0.1")
+        warned = "every machine that reaches it can call the model" in server.log() + server.stderr.read_text()
+        assert warned is public
+    finally:
+        server.stop()
 
 
 def test_a_port_in_use_is_a_server_error(default_server, tmp_path):
